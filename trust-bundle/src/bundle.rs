@@ -523,3 +523,245 @@ fn trim_zeros(b: &[u8]) -> &[u8] {
         .unwrap_or(b.len().saturating_sub(1));
     &b[start..]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::CertificateAuthority;
+    use proptest::prelude::*;
+    use std::time::SystemTime;
+
+    fn td(s: &str) -> TrustDomain {
+        TrustDomain::parse(s).unwrap()
+    }
+
+    fn root(name: &str) -> CertificateDer<'static> {
+        CertificateAuthority::self_signed(td(name), Duration::from_secs(86_400), SystemTime::now())
+            .unwrap()
+            .certificate()
+            .clone()
+    }
+
+    fn b64(cert: &CertificateDer<'_>) -> String {
+        STANDARD.encode(cert)
+    }
+
+    #[test]
+    fn x11_x509_entries_have_use_single_x5c_and_no_kid() {
+        let cert = root("cluster-a.mesh");
+        let mut bundle = Bundle::with_x509_authorities(td("cluster-a.mesh"), [cert.clone()]);
+        bundle.set_refresh_hint(Some(Duration::from_millis(300_900)));
+        let doc: Value = serde_json::from_slice(&bundle.to_jwks()).unwrap();
+        let key = &doc["keys"][0];
+        assert_eq!(key["use"], "x509-svid");
+        assert_eq!(key["kty"], "EC");
+        assert_eq!(key["crv"], "P-256");
+        assert_eq!(
+            URL_SAFE_NO_PAD
+                .decode(key["x"].as_str().unwrap())
+                .unwrap()
+                .len(),
+            32
+        );
+        assert_eq!(
+            URL_SAFE_NO_PAD
+                .decode(key["y"].as_str().unwrap())
+                .unwrap()
+                .len(),
+            32
+        );
+        assert_eq!(key["x5c"], serde_json::json!([b64(&cert)]));
+        assert!(key.get("kid").is_none());
+        assert_eq!(doc["spiffe_sequence"], 2);
+        assert_eq!(doc["spiffe_refresh_hint"], 300, "B-5: whole seconds");
+        let back = Bundle::from_jwks(td("cluster-a.mesh"), &bundle.to_jwks()).unwrap();
+        assert_eq!(back, bundle);
+    }
+
+    #[test]
+    fn x12_entries_without_x5c_are_ignored_and_only_the_first_x5c_is_used() {
+        let (a, b) = (root("a.test"), root("b.test"));
+        let doc = serde_json::json!({"keys": [
+            {"use": "x509-svid", "kty": "EC"},
+            {"use": "x509-svid", "kty": "EC", "x5c": []},
+            {"use": "x509-svid", "kty": "EC", "x5c": [b64(&a), b64(&b)]},
+        ]});
+        let bundle = Bundle::from_jwks(td("a.test"), doc.to_string().as_bytes()).unwrap();
+        assert_eq!(bundle.x509_authorities(), &[a]);
+        let bad = serde_json::json!({"keys": [{"use": "x509-svid", "kty": "EC", "x5c": ["%%%"]}]});
+        let err = Bundle::from_jwks(td("a.test"), bad.to_string().as_bytes()).unwrap_err();
+        assert!(err.to_string().starts_with("keys[0].x5c[0]:"), "{err}");
+        let not_cert = serde_json::json!({"keys": [{"use": "x509-svid", "kty": "EC", "x5c": [STANDARD.encode(b"hello")]}]});
+        assert!(matches!(
+            Bundle::from_jwks(td("a.test"), not_cert.to_string().as_bytes()),
+            Err(BundleError::Certificate { .. })
+        ));
+    }
+
+    #[test]
+    fn b1_keys_is_required() {
+        let err = Bundle::from_jwks(td("a.test"), br#"{"spiffe_sequence": 1}"#).unwrap_err();
+        assert_eq!(err.to_string(), "keys: required member is missing");
+        assert!(matches!(
+            Bundle::from_jwks(td("a.test"), br#"{"keys": {}}"#),
+            Err(BundleError::Type { .. })
+        ));
+        assert!(matches!(
+            Bundle::from_jwks(td("a.test"), b"[1]"),
+            Err(BundleError::Type { .. })
+        ));
+        assert!(matches!(
+            Bundle::from_jwks(td("a.test"), b"{"),
+            Err(BundleError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn b2_unknown_use_kty_and_missing_use_are_ignored() {
+        let a = root("a.test");
+        let doc = serde_json::json!({"keys": [
+            {"kty": "EC", "x5c": [b64(&a)]},
+            {"use": "x509-svid-v2", "kty": "EC", "x5c": [b64(&a)]},
+            {"use": "x509-svid", "kty": "PQ", "x5c": [b64(&a)]},
+            {"use": "enc", "kty": "EC"},
+        ]});
+        let bundle = Bundle::from_jwks(td("a.test"), doc.to_string().as_bytes()).unwrap();
+        assert!(bundle.x509_authorities().is_empty());
+        assert!(bundle.jwt_authorities().is_empty());
+    }
+
+    #[test]
+    fn b4_sequence_changes_on_every_content_change() {
+        let (a, b) = (root("a.test"), root("b.test"));
+        let mut bundle = Bundle::new(td("a.test"));
+        assert_eq!(bundle.sequence(), 0);
+        assert!(bundle.add_x509_authority(a.clone()));
+        assert!(!bundle.add_x509_authority(a.clone()), "no change, no bump");
+        assert_eq!(bundle.sequence(), 1);
+        bundle.add_x509_authority(b.clone());
+        bundle.remove_x509_authority(&a);
+        assert!(!bundle.remove_x509_authority(&a));
+        bundle.set_refresh_hint(Some(Duration::from_secs(60)));
+        bundle.set_refresh_hint(Some(Duration::from_secs(60)));
+        assert_eq!(bundle.sequence(), 4);
+    }
+
+    #[test]
+    fn b5_refresh_hint_must_be_an_integer() {
+        for hint in ["1.5", "\"300\"", "-1", "null"] {
+            let doc = format!(r#"{{"keys": [], "spiffe_refresh_hint": {hint}}}"#);
+            let err = Bundle::from_jwks(td("a.test"), doc.as_bytes()).unwrap_err();
+            assert!(
+                err.to_string().starts_with("spiffe_refresh_hint:"),
+                "{hint}: {err}"
+            );
+        }
+        let doc = br#"{"keys": [], "spiffe_sequence": 1.0}"#;
+        assert!(
+            Bundle::from_jwks(td("a.test"), doc).is_err(),
+            "B-4: sequence is an integer"
+        );
+    }
+
+    #[test]
+    fn b6_jwt_entries_need_a_kid_and_are_kept_verbatim() {
+        let ok = serde_json::json!({"keys": [{"use": "jwt-svid", "kty": "EC", "kid": "k1", "crv": "P-256", "x": "AA", "y": "AA"}]});
+        let bundle = Bundle::from_jwks(td("a.test"), ok.to_string().as_bytes()).unwrap();
+        assert_eq!(bundle.jwt_authorities()[0].key_id, "k1");
+        assert!(
+            bundle.x509_authorities().is_empty(),
+            "jwt keys are not X.509 authorities"
+        );
+        let round: Value = serde_json::from_slice(&bundle.to_jwks()).unwrap();
+        assert_eq!(round["keys"][0], ok["keys"][0]);
+        let missing = serde_json::json!({"keys": [{"use": "jwt-svid", "kty": "EC"}]});
+        let err = Bundle::from_jwks(td("a.test"), missing.to_string().as_bytes()).unwrap_err();
+        assert_eq!(err.to_string(), "keys[0]: jwt-svid key has no kid");
+    }
+
+    #[test]
+    fn m1_bundle_map_needs_trust_domains() {
+        assert!(matches!(
+            BundleMap::from_json(b"{}"),
+            Err(BundleError::Missing { .. })
+        ));
+        assert!(BundleMap::from_json(br#"{"trust_domains": {}}"#)
+            .unwrap()
+            .trust_domains
+            .is_empty());
+        assert!(BundleMap::from_json(br#"{"trust_domains": []}"#).is_err());
+        assert!(BundleMap::from_json(
+            br#"{"trust_domains": {"a.test": {"keys": []}}, "trust_domains": {}}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn m2_duplicate_trust_domains_are_rejected() {
+        for (k1, k2) in [
+            ("a.test", "a.test"),
+            ("a.test", "spiffe://a.test"),
+            ("a.test", "A.TEST"),
+        ] {
+            let doc = format!(
+                r#"{{"trust_domains": {{"{k1}": {{"keys": []}}, "{k2}": {{"keys": []}}}}}}"#
+            );
+            let err = BundleMap::from_json(doc.as_bytes()).unwrap_err();
+            assert!(
+                matches!(err, BundleError::DuplicateTrustDomain(ref t) if t.as_str() == "a.test"),
+                "{err}"
+            );
+        }
+        let bad_key =
+            BundleMap::from_json(br#"{"trust_domains": {"a b": {"keys": []}}}"#).unwrap_err();
+        assert!(matches!(bad_key, BundleError::TrustDomain { .. }));
+        let bad_bundle = BundleMap::from_json(br#"{"trust_domains": {"a.test": {}}}"#).unwrap_err();
+        assert_eq!(
+            bad_bundle.to_string(),
+            "trust_domains.a.test.keys: required member is missing"
+        );
+    }
+
+    #[test]
+    fn m3_map_round_trip_tolerates_per_bundle_hints() {
+        let mut map = BundleMap::default();
+        let mut a = Bundle::with_x509_authorities(td("a.test"), [root("a.test")]);
+        a.set_refresh_hint(Some(Duration::from_secs(30)));
+        map.insert(a);
+        map.insert(Bundle::with_x509_authorities(
+            td("b.test"),
+            [root("b.test")],
+        ));
+        let json = map.to_json();
+        let doc: Value = serde_json::from_slice(&json).unwrap();
+        assert!(
+            doc["trust_domains"]["a.test"].is_object(),
+            "keys are bare trust domain names"
+        );
+        assert_eq!(BundleMap::from_json(&json).unwrap(), map);
+    }
+
+    proptest! {
+        #[test]
+        fn b4_any_sequence_of_edits_bumps_exactly_on_change(ops in proptest::collection::vec((0u8..3, 0usize..3), 0..20)) {
+            let certs: Vec<_> = ["a.test", "b.test", "c.test"].iter().map(|n| root(n)).collect();
+            let mut bundle = Bundle::new(td("a.test"));
+            for (op, i) in ops {
+                let before = (bundle.x509_authorities().to_vec(), bundle.refresh_hint(), bundle.sequence());
+                match op {
+                    0 => { bundle.add_x509_authority(certs[i].clone()); }
+                    1 => { bundle.remove_x509_authority(&certs[i]); }
+                    _ => bundle.set_refresh_hint(Some(Duration::from_secs(i as u64))),
+                }
+                let changed = before.0 != bundle.x509_authorities() || before.1 != bundle.refresh_hint();
+                prop_assert_eq!(bundle.sequence() != before.2, changed);
+            }
+        }
+
+        #[test]
+        fn parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Bundle::from_jwks(td("a.test"), &bytes);
+            let _ = BundleMap::from_json(&bytes);
+        }
+    }
+}

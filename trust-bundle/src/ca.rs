@@ -543,3 +543,316 @@ fn random_serial() -> Result<SerialNumber, CaError> {
 fn is_self_issued(der: &CertificateDer<'_>) -> bool {
     svid::parse(der, 0).is_ok_and(|c| c.subject() == c.issuer())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn ca() -> CertificateAuthority {
+        CertificateAuthority::self_signed(
+            TrustDomain::parse("cluster-a.mesh").unwrap(),
+            30 * DAY,
+            SystemTime::now(),
+        )
+        .unwrap()
+    }
+
+    fn web_id() -> SpiffeId {
+        SpiffeId::parse("spiffe://cluster-a.mesh/ns/default/sa/web").unwrap()
+    }
+
+    fn csr_with(
+        sans: Vec<SanType>,
+        alg: &'static SignatureAlgorithm,
+    ) -> CertificateSigningRequestDer<'static> {
+        let key = KeyPair::generate_for(alg).unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.subject_alt_names = sans;
+        params.serialize_request(&key).unwrap().der().clone()
+    }
+
+    fn uri(s: &str) -> SanType {
+        SanType::URI(s.try_into().unwrap())
+    }
+
+    #[test]
+    fn x3_x5_x6_x8_x9_leaf_follows_x509_svid() {
+        let ca = ca();
+        let svid = ca
+            .issue(&SvidRequest::new(web_id()), SystemTime::now())
+            .unwrap();
+        let cert = svid::parse(&svid.chain()[0], 0).unwrap();
+        assert!(
+            cert.subject().iter().next().is_none(),
+            "leaf subject is empty"
+        );
+        let san = cert
+            .get_extension_unique(&x509_parser::oid_registry::OID_X509_EXT_SUBJECT_ALT_NAME)
+            .unwrap()
+            .unwrap();
+        assert!(
+            san.critical,
+            "X-3: SAN is critical when the subject is empty"
+        );
+        let bc = cert.basic_constraints().unwrap().unwrap();
+        assert!(!bc.value.ca, "X-5: leaf cA=false");
+        let ku = cert.key_usage().unwrap().unwrap();
+        assert!(ku.critical, "X-6: keyUsage is critical");
+        assert!(
+            ku.value.digital_signature() && !ku.value.key_cert_sign() && !ku.value.crl_sign(),
+            "X-8"
+        );
+        assert_eq!(ku.value.flags, 1, "digitalSignature only");
+        let eku = cert.extended_key_usage().unwrap().unwrap();
+        assert!(eku.value.server_auth && eku.value.client_auth, "X-9");
+        assert_eq!(svid.id(), &web_id());
+        assert_eq!(
+            svid.chain().len(),
+            1,
+            "a root CA's leaf chain has no intermediates"
+        );
+    }
+
+    #[test]
+    fn x4_x5_x6_x7_signing_certificates_follow_x509_svid() {
+        let root = ca();
+        let inter_csr = csr_with(
+            vec![uri("spiffe://cluster-a.mesh")],
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+        );
+        let chain = root
+            .issue_intermediate(&inter_csr, DAY, SystemTime::now())
+            .unwrap();
+        for der in [&chain[0], root.certificate()] {
+            let cert = svid::parse(der, 0).unwrap();
+            assert!(
+                cert.basic_constraints().unwrap().unwrap().value.ca,
+                "X-5: cA=true"
+            );
+            let ku = cert.key_usage().unwrap().unwrap();
+            assert!(ku.critical && ku.value.key_cert_sign(), "X-6, X-7");
+            assert_eq!(
+                svid::spiffe_id_of(der).unwrap().unwrap().path(),
+                "",
+                "X-4: no path"
+            );
+        }
+        let wrong = csr_with(
+            vec![uri("spiffe://cluster-a.mesh/x")],
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+        );
+        assert!(matches!(
+            root.issue_intermediate(&wrong, DAY, SystemTime::now()),
+            Err(CaError::SanMismatch { .. })
+        ));
+        let no_san = csr_with(vec![], &rcgen::PKCS_ECDSA_P256_SHA256);
+        assert!(root
+            .issue_intermediate(&no_san, DAY, SystemTime::now())
+            .is_ok());
+    }
+
+    #[test]
+    fn x1_x2_issuer_refuses_ids_it_must_not_mint() {
+        let ca = ca();
+        let now = SystemTime::now();
+        let two = csr_with(
+            vec![uri(web_id().as_str()), uri("https://example.com/")],
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+        );
+        assert!(matches!(
+            ca.issue_svid(&two, &SvidRequest::new(web_id()), now),
+            Err(CaError::SanMismatch { .. })
+        ));
+        let td_only = SpiffeId::parse("spiffe://cluster-a.mesh").unwrap();
+        let csr = csr_with(vec![uri(td_only.as_str())], &rcgen::PKCS_ECDSA_P256_SHA256);
+        assert!(matches!(
+            ca.issue_svid(&csr, &SvidRequest::new(td_only), now),
+            Err(CaError::LeafIdWithoutPath(_))
+        ));
+        let foreign = SpiffeId::parse("spiffe://cluster-b.mesh/ns/default/sa/web").unwrap();
+        let csr = csr_with(vec![uri(foreign.as_str())], &rcgen::PKCS_ECDSA_P256_SHA256);
+        assert!(matches!(
+            ca.issue_svid(&csr, &SvidRequest::new(foreign), now),
+            Err(CaError::ForeignTrustDomain { .. })
+        ));
+    }
+
+    #[test]
+    fn csr_sans_must_equal_the_attested_identity() {
+        let ca = ca();
+        let now = SystemTime::now();
+        let other = csr_with(
+            vec![uri("spiffe://cluster-a.mesh/ns/kube-system/sa/admin")],
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+        );
+        let err = ca
+            .issue_svid(&other, &SvidRequest::new(web_id()), now)
+            .unwrap_err();
+        assert!(err.to_string().contains("kube-system"), "{err}");
+        let empty = csr_with(vec![], &rcgen::PKCS_ECDSA_P256_SHA256);
+        assert!(matches!(
+            ca.issue_svid(&empty, &SvidRequest::new(web_id()), now),
+            Err(CaError::SanMismatch { .. })
+        ));
+        let extra_dns = csr_with(
+            vec![
+                uri(web_id().as_str()),
+                SanType::DnsName("web.example".try_into().unwrap()),
+            ],
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+        );
+        assert!(ca
+            .issue_svid(&extra_dns, &SvidRequest::new(web_id()), now)
+            .is_err());
+        let mut attested = SvidRequest::new(web_id());
+        attested.dns_names = vec!["web.example".into()];
+        assert!(ca.issue_svid(&extra_dns, &attested, now).is_ok());
+    }
+
+    #[test]
+    fn supported_key_types_are_ecdsa_and_ed25519_only() {
+        let ca = ca();
+        let now = SystemTime::now();
+        for alg in [
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            &rcgen::PKCS_ECDSA_P384_SHA384,
+            &rcgen::PKCS_ED25519,
+        ] {
+            let csr = csr_with(vec![uri(web_id().as_str())], alg);
+            assert!(
+                ca.issue_svid(&csr, &SvidRequest::new(web_id()), now)
+                    .is_ok(),
+                "{alg:?}"
+            );
+        }
+        let rsa_pem = include_str!("../tests/data/rsa2048-test-key.pem");
+        let rsa = KeyPair::from_pem_and_sign_algo(rsa_pem, &rcgen::PKCS_RSA_SHA256).unwrap();
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![uri(web_id().as_str())];
+        let csr = params.serialize_request(&rsa).unwrap();
+        let err = ca
+            .issue_svid(csr.der(), &SvidRequest::new(web_id()), now)
+            .unwrap_err();
+        assert!(matches!(err, CaError::UnsupportedKey(_)), "{err}");
+    }
+
+    #[test]
+    fn malformed_or_tampered_csrs_are_refused() {
+        let ca = ca();
+        let now = SystemTime::now();
+        let req = SvidRequest::new(web_id());
+        let garbage = CertificateSigningRequestDer::from(vec![0x30, 0x03, 0x01, 0x01, 0xff]);
+        assert!(matches!(
+            ca.issue_svid(&garbage, &req, now),
+            Err(CaError::CsrDer(_))
+        ));
+        let good = csr_with(vec![uri(web_id().as_str())], &rcgen::PKCS_ECDSA_P256_SHA256);
+        let mut bytes = good.as_ref().to_vec();
+        let last = bytes.len() - 3;
+        bytes[last] ^= 0x55;
+        let tampered = CertificateSigningRequestDer::from(bytes);
+        assert!(matches!(
+            ca.issue_svid(&tampered, &req, now),
+            Err(CaError::CsrSignature | CaError::CsrDer(_))
+        ));
+        let mut trailing = good.as_ref().to_vec();
+        trailing.push(0);
+        assert!(matches!(
+            ca.issue_svid(&trailing.into(), &req, now),
+            Err(CaError::CsrDer(_))
+        ));
+    }
+
+    #[test]
+    fn lifetime_is_capped_backdated_and_serials_are_random() {
+        let now = SystemTime::now();
+        let ca = CertificateAuthority::self_signed(
+            TrustDomain::parse("cluster-a.mesh").unwrap(),
+            DAY / 2,
+            now,
+        )
+        .unwrap();
+        let a = ca.issue(&SvidRequest::new(web_id()), now).unwrap();
+        assert!(
+            a.not_after() <= ca.not_after(),
+            "never past the CA's expiry"
+        );
+        assert!(
+            a.not_before() <= now - Duration::from_secs(60),
+            "back-dated for skew"
+        );
+        let mut short = SvidRequest::new(web_id());
+        short.ttl = Duration::from_secs(3600);
+        let b = ca.issue(&short, now).unwrap();
+        let life = b.not_after().duration_since(now).unwrap().as_secs();
+        assert!((3598..=3600).contains(&life), "{life}");
+        let serial = |s: &X509Svid| svid::parse(&s.chain()[0], 0).unwrap().raw_serial().to_vec();
+        assert_ne!(serial(&a), serial(&b));
+        assert_eq!(serial(&a).len(), 16);
+        let expired = now + DAY;
+        assert!(matches!(
+            ca.issue(&SvidRequest::new(web_id()), expired),
+            Err(CaError::NotValidNow)
+        ));
+    }
+
+    #[test]
+    fn operator_intermediate_is_loaded_and_issues_chains() {
+        let root = ca();
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.subject_alt_names = vec![uri("spiffe://cluster-a.mesh")];
+        let csr = params.serialize_request(&key).unwrap();
+        let mut chain = root
+            .issue_intermediate(csr.der(), 10 * DAY, SystemTime::now())
+            .unwrap();
+        chain.push(root.certificate().clone());
+        let pem: String = chain.iter().map(|c| svid::cert_pem(c)).collect();
+        let td = TrustDomain::parse("cluster-a.mesh").unwrap();
+        let inter = CertificateAuthority::from_pem(
+            td.clone(),
+            pem.as_bytes(),
+            key.serialize_pem().as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(inter.trust_anchor(), root.certificate());
+        let svid = inter
+            .issue(&SvidRequest::new(web_id()), SystemTime::now())
+            .unwrap();
+        assert_eq!(svid.chain().len(), 2, "leaf + intermediate, root left out");
+        assert!(svid.not_after() <= inter.not_after());
+        // Round trip through PEM persistence.
+        let (c, k) = inter.to_pem();
+        assert!(CertificateAuthority::from_pem(td.clone(), c.as_bytes(), k.as_bytes()).is_ok());
+        // Wrong key, wrong trust domain, garbage.
+        let other = KeyPair::generate().unwrap();
+        assert!(matches!(
+            CertificateAuthority::from_pem(td, pem.as_bytes(), other.serialize_pem().as_bytes()),
+            Err(CaError::KeyMismatch)
+        ));
+        let b = TrustDomain::parse("cluster-b.mesh").unwrap();
+        assert!(matches!(
+            CertificateAuthority::from_pem(
+                b.clone(),
+                pem.as_bytes(),
+                key.serialize_pem().as_bytes()
+            ),
+            Err(CaError::CaTrustDomain { .. })
+        ));
+        assert!(CertificateAuthority::from_pem(
+            b.clone(),
+            b"-----BEGIN CERTIFICATE-----\nnope\n",
+            b""
+        )
+        .is_err());
+        // A leaf is not a CA.
+        let leaf_pem = svid.chain_pem();
+        let err = CertificateAuthority::from_pem(b, leaf_pem.as_bytes(), svid.key_pem().as_bytes())
+            .unwrap_err();
+        assert!(matches!(err, CaError::InvalidCa(_)), "{err}");
+    }
+}

@@ -354,11 +354,11 @@ mod tests {
         assert_eq!(SpiffeId::parse("spiffe:/td/a"), Err(IdError::WrongScheme));
         assert_eq!(
             SpiffeId::parse("spiffe://td/a?x=1"),
-            Err(IdError::QueryOrFragment(15))
+            Err(IdError::QueryOrFragment(13))
         );
         assert_eq!(
             SpiffeId::parse("spiffe://td/a#f"),
-            Err(IdError::QueryOrFragment(14))
+            Err(IdError::QueryOrFragment(13))
         );
         assert_eq!(SpiffeId::parse(""), Err(IdError::Empty));
     }

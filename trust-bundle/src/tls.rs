@@ -1,6 +1,12 @@
 //! rustls configurations for SPIFFE mutual TLS, assembled from a
 //! [`SvidSource`] (what we present) and a [`BundleStore`] plus
 //! [`Authorizer`] (whom we accept).
+//!
+//! Session resumption is off on both sides: a resumed session would carry
+//! the peer identity verified when it began, past a rotation or a bundle
+//! revocation (Trust Domain and Bundle §4.1.3). Every connection is verified
+//! against the bundles held *now*; mesh connections are pooled and long-lived,
+//! so the full handshake is rare.
 
 use std::sync::Arc;
 
@@ -30,8 +36,14 @@ pub fn server_config(
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(source);
+    no_server_resumption(&mut config);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
+}
+
+fn no_server_resumption(config: &mut ServerConfig) {
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
 }
 
 /// A server config that presents `source`'s SVID and asks for no client
@@ -78,6 +90,7 @@ pub fn client_config(
         None => builder.with_no_client_auth(),
     };
     config.enable_sni = false;
+    config.resumption = rustls::client::Resumption::disabled();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }

@@ -454,7 +454,6 @@ fn certificate_error(e: VerifyError) -> CertificateError {
         VerifyError::Path { error, .. } => match error {
             webpki::Error::CertExpired { .. } => return CertificateError::Expired,
             webpki::Error::CertNotValidYet { .. } => return CertificateError::NotValidYet,
-            webpki::Error::UnknownIssuer => return CertificateError::UnknownIssuer,
             webpki::Error::InvalidSignatureForPublicKey => return CertificateError::BadSignature,
             _ => {}
         },

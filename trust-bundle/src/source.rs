@@ -184,17 +184,21 @@ impl LocalCaIssuer {
     }
 }
 
+impl LocalCaIssuer {
+    fn issue(&self, current: &X509Svid) -> Result<X509Svid, CaError> {
+        let mut request = SvidRequest::new(current.id().clone());
+        request.ttl = self.ttl;
+        let ca = match self.ca.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        ca.issue(&request, self.clock.now())
+    }
+}
+
 impl SvidIssuer for LocalCaIssuer {
     fn renew<'a>(&'a self, current: &'a X509Svid) -> BoxFuture<'a, Result<X509Svid, RenewError>> {
-        let result = (|| -> Result<X509Svid, CaError> {
-            let mut request = SvidRequest::new(current.id().clone());
-            request.ttl = self.ttl;
-            let ca = match self.ca.read() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
-            ca.issue(&request, self.clock.now())
-        })();
+        let result = self.issue(current);
         Box::pin(async move { result.map_err(|e| RenewError::Issue(Box::new(e))) })
     }
 }

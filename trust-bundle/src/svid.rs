@@ -400,7 +400,7 @@ pub(crate) fn pem_block(label: &str, der: &[u8]) -> String {
 
 pub(crate) fn parse(der: &[u8], index: usize) -> Result<X509Certificate<'_>, SvidError> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok(_) => Err(SvidError::Der {
             index,
             reason: "trailing bytes after the certificate".into(),

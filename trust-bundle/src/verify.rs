@@ -106,6 +106,9 @@ impl fmt::Debug for Authorizer {
     }
 }
 
+/// The bundles held, by trust domain.
+type BundleIndex = HashMap<TrustDomain, Arc<TrustedBundle>>;
+
 /// A bundle with its trust anchors parsed once, for verification.
 struct TrustedBundle {
     bundle: Bundle,
@@ -117,7 +120,7 @@ struct TrustedBundle {
 /// atomic per call and seen by the next handshake.
 #[derive(Clone, Default)]
 pub struct BundleStore {
-    inner: Arc<RwLock<Arc<HashMap<TrustDomain, Arc<TrustedBundle>>>>>,
+    inner: Arc<RwLock<Arc<BundleIndex>>>,
 }
 
 impl BundleStore {
@@ -221,7 +224,7 @@ impl BundleStore {
         Ok(leaf.id)
     }
 
-    fn read(&self) -> Arc<HashMap<TrustDomain, Arc<TrustedBundle>>> {
+    fn read(&self) -> Arc<BundleIndex> {
         // A poisoned lock only means a writer panicked mid-clone; the map it
         // guards is an `Arc` swapped whole, so it is never half-written.
         match self.inner.read() {
@@ -230,7 +233,7 @@ impl BundleStore {
         }
     }
 
-    fn update(&self, f: impl FnOnce(&mut HashMap<TrustDomain, Arc<TrustedBundle>>)) {
+    fn update(&self, f: impl FnOnce(&mut BundleIndex)) {
         let mut guard = match self.inner.write() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -450,14 +453,13 @@ fn verify_and_authorize(
 /// Maps a verification failure onto the rustls alert it should cause, keeping
 /// the typed error for everything rustls has no variant for.
 fn certificate_error(e: VerifyError) -> CertificateError {
-    match &e {
-        VerifyError::Path { error, .. } => match error {
+    if let VerifyError::Path { error, .. } = &e {
+        match error {
             webpki::Error::CertExpired { .. } => return CertificateError::Expired,
             webpki::Error::CertNotValidYet { .. } => return CertificateError::NotValidYet,
             webpki::Error::InvalidSignatureForPublicKey => return CertificateError::BadSignature,
             _ => {}
-        },
-        _ => {}
+        }
     }
     CertificateError::Other(OtherError(Arc::new(e)))
 }

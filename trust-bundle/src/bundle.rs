@@ -139,9 +139,15 @@ impl Bundle {
     }
 
     /// Adds an X.509 authority; bumps the sequence if it was not present.
-    /// Returns whether the bundle changed.
+    /// Returns whether the bundle changed. A certificate whose key cannot be
+    /// published as a JWK (only EC with an uncompressed point on P-256,
+    /// P-384 or P-521, RSA and Ed25519 can) is not added.
     pub fn add_x509_authority(&mut self, cert: CertificateDer<'static>) -> bool {
         if self.x509_authorities.contains(&cert) {
+            return false;
+        }
+        if jwk_key_params(&cert).is_none() {
+            tracing::warn!(trust_domain = %self.trust_domain, "not adding an X.509 authority whose key cannot be published as a JWK");
             return false;
         }
         self.x509_authorities.push(cert);
@@ -274,7 +280,10 @@ impl Bundle {
             match jwk.get("use").and_then(Value::as_str) {
                 Some("x509-svid") if known_kty => {
                     if let Some(cert) = x5c_first(jwk, &key_path)? {
-                        if !bundle.x509_authorities.contains(&cert) {
+                        // A key we cannot describe is a key of unknown type
+                        // (§4.2.2): ignored, so that what we read is exactly
+                        // what we would write back.
+                        if jwk_key_params(&cert).is_some() && !bundle.x509_authorities.contains(&cert) {
                             bundle.x509_authorities.push(cert);
                         }
                     }
@@ -462,58 +471,53 @@ fn x5c_first(
 /// The JWK of an X.509 authority: key parameters from its SPKI (RFC 7518 §6),
 /// `use: x509-svid`, `x5c` with the certificate alone, and no `kid`.
 fn x509_jwk(cert: &CertificateDer<'_>) -> Map<String, Value> {
-    let mut jwk = Map::new();
+    let mut jwk = jwk_key_params(cert).unwrap_or_default();
     jwk.insert("use".into(), "x509-svid".into());
-    if let Ok(parsed) = svid::parse(cert, 0) {
-        match parsed.public_key().parsed() {
-            Ok(PublicKey::EC(point)) => {
-                let data = point.data();
-                let coord = (data.len().saturating_sub(1)) / 2;
-                let crv = match coord {
-                    32 => "P-256",
-                    48 => "P-384",
-                    _ => "P-521",
-                };
-                if data.first() == Some(&4) && data.len() == 1 + 2 * coord {
-                    jwk.insert("kty".into(), "EC".into());
-                    jwk.insert("crv".into(), crv.into());
-                    jwk.insert(
-                        "x".into(),
-                        URL_SAFE_NO_PAD.encode(&data[1..1 + coord]).into(),
-                    );
-                    jwk.insert(
-                        "y".into(),
-                        URL_SAFE_NO_PAD.encode(&data[1 + coord..]).into(),
-                    );
-                }
-            }
-            Ok(PublicKey::RSA(rsa)) => {
-                jwk.insert("kty".into(), "RSA".into());
-                jwk.insert(
-                    "n".into(),
-                    URL_SAFE_NO_PAD.encode(trim_zeros(rsa.modulus)).into(),
-                );
-                jwk.insert(
-                    "e".into(),
-                    URL_SAFE_NO_PAD.encode(trim_zeros(rsa.exponent)).into(),
-                );
-            }
-            _ if parsed.public_key().algorithm.algorithm
-                == x509_parser::oid_registry::OID_SIG_ED25519 =>
-            {
-                jwk.insert("kty".into(), "OKP".into());
-                jwk.insert("crv".into(), "Ed25519".into());
-                let raw = &parsed.public_key().subject_public_key.data;
-                jwk.insert("x".into(), URL_SAFE_NO_PAD.encode(raw).into());
-            }
-            _ => {}
-        }
-    }
-    jwk.insert(
-        "x5c".into(),
-        Value::Array(vec![STANDARD.encode(cert).into()]),
-    );
+    jwk.insert("x5c".into(), Value::Array(vec![STANDARD.encode(cert).into()]));
     jwk
+}
+
+/// The JWK key parameters (`kty` and the key) of a certificate's public key:
+/// EC with an uncompressed point on P-256/P-384/P-521, RSA, or Ed25519.
+/// `None` for any other key, which this crate can neither publish nor use.
+fn jwk_key_params(cert: &CertificateDer<'_>) -> Option<Map<String, Value>> {
+    let parsed = svid::parse(cert, 0).ok()?;
+    let mut jwk = Map::new();
+    match parsed.public_key().parsed() {
+        Ok(PublicKey::EC(point)) => {
+            let data = point.data();
+            let coord = data.len().saturating_sub(1) / 2;
+            let crv = match coord {
+                32 => "P-256",
+                48 => "P-384",
+                66 => "P-521",
+                _ => return None,
+            };
+            if data.first() != Some(&4) || data.len() != 1 + 2 * coord {
+                return None;
+            }
+            jwk.insert("kty".into(), "EC".into());
+            jwk.insert("crv".into(), crv.into());
+            jwk.insert("x".into(), URL_SAFE_NO_PAD.encode(&data[1..1 + coord]).into());
+            jwk.insert("y".into(), URL_SAFE_NO_PAD.encode(&data[1 + coord..]).into());
+        }
+        Ok(PublicKey::RSA(rsa)) => {
+            jwk.insert("kty".into(), "RSA".into());
+            jwk.insert("n".into(), URL_SAFE_NO_PAD.encode(trim_zeros(rsa.modulus)).into());
+            jwk.insert("e".into(), URL_SAFE_NO_PAD.encode(trim_zeros(rsa.exponent)).into());
+        }
+        _ if parsed.public_key().algorithm.algorithm == x509_parser::oid_registry::OID_SIG_ED25519 => {
+            let raw = &parsed.public_key().subject_public_key.data;
+            if raw.len() != 32 {
+                return None;
+            }
+            jwk.insert("kty".into(), "OKP".into());
+            jwk.insert("crv".into(), "Ed25519".into());
+            jwk.insert("x".into(), URL_SAFE_NO_PAD.encode(raw).into());
+        }
+        _ => return None,
+    }
+    Some(jwk)
 }
 
 fn trim_zeros(b: &[u8]) -> &[u8] {
@@ -628,6 +632,27 @@ mod tests {
         let bundle = Bundle::from_jwks(td("a.test"), doc.to_string().as_bytes()).unwrap();
         assert!(bundle.x509_authorities().is_empty());
         assert!(bundle.jwt_authorities().is_empty());
+    }
+
+    #[test]
+    fn b2_authorities_whose_key_cannot_be_a_jwk_are_ignored_and_round_trips_are_stable() {
+        // Found by the bundle_jwks fuzz target: a certificate whose EC point
+        // is not uncompressed was accepted, then written back without a kty
+        // and lost on the next read.
+        for input in [
+            &include_bytes!("../fuzz/known-crashes/bundle_jwks/ec_point_prefix_06.json")[..],
+            &include_bytes!("../fuzz/known-crashes/bundle_jwks/ec_compressed_point.json")[..],
+        ] {
+            let bundle = Bundle::from_jwks(td("a.test"), input).unwrap();
+            assert!(bundle.x509_authorities().is_empty());
+            let again = Bundle::from_jwks(td("a.test"), &bundle.to_jwks()).unwrap();
+            assert_eq!(again, bundle);
+            let doc: Value = serde_json::from_slice(input).unwrap();
+            let der = STANDARD.decode(doc["keys"][0]["x5c"][0].as_str().unwrap()).unwrap();
+            let mut fresh = Bundle::new(td("a.test"));
+            assert!(!fresh.add_x509_authority(CertificateDer::from(der)), "not addable either");
+            assert_eq!(fresh.sequence(), 0);
+        }
     }
 
     #[test]

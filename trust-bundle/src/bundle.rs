@@ -283,7 +283,9 @@ impl Bundle {
                         // A key we cannot describe is a key of unknown type
                         // (§4.2.2): ignored, so that what we read is exactly
                         // what we would write back.
-                        if jwk_key_params(&cert).is_some() && !bundle.x509_authorities.contains(&cert) {
+                        if jwk_key_params(&cert).is_some()
+                            && !bundle.x509_authorities.contains(&cert)
+                        {
                             bundle.x509_authorities.push(cert);
                         }
                     }
@@ -473,7 +475,10 @@ fn x5c_first(
 fn x509_jwk(cert: &CertificateDer<'_>) -> Map<String, Value> {
     let mut jwk = jwk_key_params(cert).unwrap_or_default();
     jwk.insert("use".into(), "x509-svid".into());
-    jwk.insert("x5c".into(), Value::Array(vec![STANDARD.encode(cert).into()]));
+    jwk.insert(
+        "x5c".into(),
+        Value::Array(vec![STANDARD.encode(cert).into()]),
+    );
     jwk
 }
 
@@ -498,15 +503,29 @@ fn jwk_key_params(cert: &CertificateDer<'_>) -> Option<Map<String, Value>> {
             }
             jwk.insert("kty".into(), "EC".into());
             jwk.insert("crv".into(), crv.into());
-            jwk.insert("x".into(), URL_SAFE_NO_PAD.encode(&data[1..1 + coord]).into());
-            jwk.insert("y".into(), URL_SAFE_NO_PAD.encode(&data[1 + coord..]).into());
+            jwk.insert(
+                "x".into(),
+                URL_SAFE_NO_PAD.encode(&data[1..1 + coord]).into(),
+            );
+            jwk.insert(
+                "y".into(),
+                URL_SAFE_NO_PAD.encode(&data[1 + coord..]).into(),
+            );
         }
         Ok(PublicKey::RSA(rsa)) => {
             jwk.insert("kty".into(), "RSA".into());
-            jwk.insert("n".into(), URL_SAFE_NO_PAD.encode(trim_zeros(rsa.modulus)).into());
-            jwk.insert("e".into(), URL_SAFE_NO_PAD.encode(trim_zeros(rsa.exponent)).into());
+            jwk.insert(
+                "n".into(),
+                URL_SAFE_NO_PAD.encode(trim_zeros(rsa.modulus)).into(),
+            );
+            jwk.insert(
+                "e".into(),
+                URL_SAFE_NO_PAD.encode(trim_zeros(rsa.exponent)).into(),
+            );
         }
-        _ if parsed.public_key().algorithm.algorithm == x509_parser::oid_registry::OID_SIG_ED25519 => {
+        _ if parsed.public_key().algorithm.algorithm
+            == x509_parser::oid_registry::OID_SIG_ED25519 =>
+        {
             let raw = &parsed.public_key().subject_public_key.data;
             if raw.len() != 32 {
                 return None;
@@ -648,9 +667,14 @@ mod tests {
             let again = Bundle::from_jwks(td("a.test"), &bundle.to_jwks()).unwrap();
             assert_eq!(again, bundle);
             let doc: Value = serde_json::from_slice(input).unwrap();
-            let der = STANDARD.decode(doc["keys"][0]["x5c"][0].as_str().unwrap()).unwrap();
+            let der = STANDARD
+                .decode(doc["keys"][0]["x5c"][0].as_str().unwrap())
+                .unwrap();
             let mut fresh = Bundle::new(td("a.test"));
-            assert!(!fresh.add_x509_authority(CertificateDer::from(der)), "not addable either");
+            assert!(
+                !fresh.add_x509_authority(CertificateDer::from(der)),
+                "not addable either"
+            );
             assert_eq!(fresh.sequence(), 0);
         }
     }

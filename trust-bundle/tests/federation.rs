@@ -46,6 +46,24 @@ async fn serve(svid: Arc<SvidSource>, bundle: Bundle) -> Endpoint {
     }
 }
 
+/// A bundle endpoint client with the https_spiffe profile.
+fn spiffe_client(
+    trust_domain: trust_bundle::TrustDomain,
+    url: impl Into<String>,
+    endpoint_id: SpiffeId,
+    store: BundleStore,
+) -> BundleEndpointClient {
+    BundleEndpointClient::new(
+        EndpointConfig {
+            trust_domain,
+            url: url.into(),
+            profile: EndpointProfile::HttpsSpiffe { endpoint_id },
+        },
+        store,
+    )
+    .unwrap()
+}
+
 fn controller_id(pki: &Pki) -> SpiffeId {
     pki.td
         .workload(&["ns", "isthmus-system", "sa", "controller"])
@@ -74,17 +92,12 @@ async fn root_rotation_needs_no_operator_step_f2_f7_f9_f10() {
     let a_trust = BundleStore::new();
     a_trust.set(a.bundle());
     a_trust.set(b_bundle.clone());
-    let client = BundleEndpointClient::new(
-        EndpointConfig {
-            trust_domain: b.td.clone(),
-            url: format!("https://{}/bundle", ep.addr),
-            profile: EndpointProfile::HttpsSpiffe {
-                endpoint_id: controller_id(&b),
-            },
-        },
+    let client = spiffe_client(
+        b.td.clone(),
+        format!("https://{}/bundle", ep.addr),
+        controller_id(&b),
         a_trust.clone(),
-    )
-    .unwrap();
+    );
     assert_eq!(
         client.refresh().await.unwrap().sequence(),
         b_bundle.sequence()
@@ -164,17 +177,12 @@ async fn f9_endpoint_with_wrong_spiffe_id_is_refused_and_last_good_bundle_is_kep
     let store = BundleStore::new();
     let seeded = b.bundle();
     store.set(seeded.clone());
-    let client = BundleEndpointClient::new(
-        EndpointConfig {
-            trust_domain: b.td.clone(),
-            url: format!("https://{}/bundle", ep.addr),
-            profile: EndpointProfile::HttpsSpiffe {
-                endpoint_id: controller_id(&b),
-            },
-        },
+    let client = spiffe_client(
+        b.td.clone(),
+        format!("https://{}/bundle", ep.addr),
+        controller_id(&b),
         store.clone(),
-    )
-    .unwrap();
+    );
     let err = client.refresh().await.unwrap_err();
     assert!(matches!(err, EndpointError::Tls { .. }), "{err}");
     let status = client.status();
@@ -189,17 +197,12 @@ async fn f9_endpoint_with_wrong_spiffe_id_is_refused_and_last_good_bundle_is_kep
 
     // Nothing listening: a connect error, still keeping the bundle.
     drop(ep);
-    let dead = BundleEndpointClient::new(
-        EndpointConfig {
-            trust_domain: b.td.clone(),
-            url: "https://127.0.0.1:1/bundle".into(),
-            profile: EndpointProfile::HttpsSpiffe {
-                endpoint_id: controller_id(&b),
-            },
-        },
+    let dead = spiffe_client(
+        b.td.clone(),
+        "https://127.0.0.1:1/bundle",
+        controller_id(&b),
         store.clone(),
-    )
-    .unwrap();
+    );
     assert!(matches!(
         dead.refresh().await,
         Err(EndpointError::Connect { .. })
@@ -288,17 +291,12 @@ async fn endpoint_serves_only_get_on_its_path() {
         m.insert(b.bundle());
         m
     });
-    let client = BundleEndpointClient::new(
-        EndpointConfig {
-            trust_domain: b.td.clone(),
-            url: format!("https://{}/elsewhere", ep.addr),
-            profile: EndpointProfile::HttpsSpiffe {
-                endpoint_id: b.id("controller"),
-            },
-        },
+    let client = spiffe_client(
+        b.td.clone(),
+        format!("https://{}/elsewhere", ep.addr),
+        b.id("controller"),
         store,
-    )
-    .unwrap();
+    );
     let err = client.refresh().await.unwrap_err();
     assert!(
         matches!(err, EndpointError::Status(s) if s.as_u16() == 404),
@@ -314,19 +312,12 @@ async fn run_loop_honours_the_refresh_hint() {
     let ep = serve(b.source("controller"), bundle.clone()).await;
     let store = BundleStore::new();
     store.set(b.bundle());
-    let client = Arc::new(
-        BundleEndpointClient::new(
-            EndpointConfig {
-                trust_domain: b.td.clone(),
-                url: format!("https://{}/bundle", ep.addr),
-                profile: EndpointProfile::HttpsSpiffe {
-                    endpoint_id: b.id("controller"),
-                },
-            },
-            store.clone(),
-        )
-        .unwrap(),
-    );
+    let client = Arc::new(spiffe_client(
+        b.td.clone(),
+        format!("https://{}/bundle", ep.addr),
+        b.id("controller"),
+        store.clone(),
+    ));
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(client.clone().run(stop_rx));
     let mut polls = 0;

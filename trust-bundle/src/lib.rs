@@ -12,6 +12,7 @@
 //!   trust domain only;
 //! - [`SvidSource`] and the sans-IO [`rotation`] schedule: live certificates
 //!   for rustls configs, renewed at half life without touching listeners;
+//! - [`config`]: the `identity` section of every component's config file;
 //! - [`endpoint`] (feature `endpoint`): the SPIFFE Federation bundle endpoint,
 //!   server and client.
 //!
@@ -29,6 +30,7 @@
 
 pub mod bundle;
 pub mod ca;
+pub mod config;
 #[cfg(feature = "endpoint")]
 pub mod endpoint;
 pub mod id;

@@ -1,0 +1,260 @@
+//! The YAML config files of `mesh-gateway` and `mesh-sidecar`, as plain
+//! serializable structs mirroring `docs/reference/data-path-config.md` (the
+//! contract) key for key.
+//!
+//! The harness only writes these files; the binaries own the parsing and the
+//! validation. Optional keys are `Option`s and are left out of the YAML when
+//! `None`, so the binaries' defaults apply.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// The `identity` section shared by every component (dev/test form: issue our
+/// own SVID from the cluster CA).
+#[derive(Debug, Clone, Serialize)]
+pub struct Identity {
+    /// This component's SPIFFE ID.
+    pub spiffe_id: String,
+    /// The cluster CA the component issues its SVID from.
+    pub ca: PemFiles,
+    /// The SPIFFE bundle map file: our trust domain and every linked one.
+    pub bundles: PathBuf,
+}
+
+/// A certificate file and its key file.
+#[derive(Debug, Clone, Serialize)]
+pub struct PemFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PKCS#8 PEM key.
+    pub key: PathBuf,
+}
+
+/// A whole `mesh-gateway` config file.
+#[derive(Debug, Clone, Serialize)]
+pub struct GatewayConfig {
+    /// This cluster's name.
+    pub cluster: String,
+    /// The gateway's identity.
+    pub identity: Identity,
+    /// UDP address of the QUIC listener.
+    pub listen: SocketAddr,
+    /// TCP address of the admin listener.
+    pub admin: SocketAddr,
+    /// Linked clusters.
+    pub peers: Vec<Peer>,
+    /// Services reachable through this gateway.
+    pub exports: Vec<Export>,
+    /// QUIC transport knobs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quic: Option<Quic>,
+    /// Gateway timeouts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<GatewayTimeouts>,
+    /// Reconnect backoff toward peers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconnect: Option<Reconnect>,
+}
+
+/// A linked cluster in a gateway config.
+#[derive(Debug, Clone, Serialize)]
+pub struct Peer {
+    /// The peer cluster's name.
+    pub cluster: String,
+    /// The peer's trust domain.
+    pub trust_domain: String,
+    /// The peer gateway's `host:port` (UDP).
+    pub address: String,
+    /// The peer gateway's SPIFFE ID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<String>,
+}
+
+/// A service exported by a gateway.
+#[derive(Debug, Clone, Serialize)]
+pub struct Export {
+    /// `namespace/name`.
+    pub service: String,
+    /// The service port named in tunnel headers.
+    pub port: u16,
+    /// Peer cluster names allowed to reach it.
+    pub exported_to: Vec<String>,
+    /// Workload sidecars' inbound listeners.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// An endpoint: a workload sidecar's inbound listener and its identity.
+#[derive(Debug, Clone, Serialize)]
+pub struct Endpoint {
+    /// TCP address of the inbound listener.
+    pub address: SocketAddr,
+    /// The workload's SPIFFE ID.
+    pub spiffe_id: String,
+}
+
+/// The gateway's `quic` section; every key optional.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Quic {
+    /// QUIC keep-alive interval, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_alive_ms: Option<u64>,
+    /// QUIC idle timeout, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<u64>,
+}
+
+/// The gateway's `timeouts` section; every key optional.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GatewayTimeouts {
+    /// Tunnel header deadline, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header_ms: Option<u64>,
+    /// Connect / handshake deadline, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_ms: Option<u64>,
+    /// Drain time on SIGTERM, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_ms: Option<u64>,
+}
+
+/// The gateway's `reconnect` section.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reconnect {
+    /// First backoff, ms.
+    pub initial_backoff_ms: u64,
+    /// Backoff cap, ms.
+    pub max_backoff_ms: u64,
+}
+
+/// A whole `mesh-sidecar` config file.
+#[derive(Debug, Clone, Serialize)]
+pub struct SidecarConfig {
+    /// This cluster's name.
+    pub cluster: String,
+    /// The workload's identity.
+    pub identity: Identity,
+    /// TCP address of the admin listener.
+    pub admin: SocketAddr,
+    /// The local east-west gateway.
+    pub gateway: GatewayRef,
+    /// Outbound listeners, one per upstream service.
+    pub outbound: Vec<Outbound>,
+    /// Inbound listeners.
+    pub inbound: Vec<Inbound>,
+    /// The service catalog.
+    pub services: Vec<Service>,
+    /// Sidecar timeouts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<SidecarTimeouts>,
+    /// Header size limit, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_header_bytes: Option<u64>,
+}
+
+/// The sidecar's `gateway` section.
+#[derive(Debug, Clone, Serialize)]
+pub struct GatewayRef {
+    /// The local gateway's QUIC address.
+    pub address: SocketAddr,
+    /// The local gateway's SPIFFE ID.
+    pub spiffe_id: String,
+    /// QUIC keep-alive toward the gateway, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_alive_ms: Option<u64>,
+    /// QUIC idle timeout toward the gateway, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<u64>,
+}
+
+/// Application protocol of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP/1.1, HTTP/2 prior knowledge, gRPC.
+    Http,
+    /// Opaque TCP.
+    Tcp,
+}
+
+/// Protocol an inbound HTTP listener speaks to its app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppProtocol {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2 cleartext.
+    H2c,
+}
+
+/// An outbound listener.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outbound {
+    /// Plain TCP address the app connects to.
+    pub listen: SocketAddr,
+    /// `namespace/name` of the upstream.
+    pub service: String,
+    /// Upstream service port.
+    pub port: u16,
+    /// `http` or `tcp`.
+    pub protocol: Protocol,
+    /// Only this cluster's endpoints.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+}
+
+/// An inbound listener.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inbound {
+    /// TLS listener address.
+    pub listen: SocketAddr,
+    /// `http` or `tcp`.
+    pub protocol: Protocol,
+    /// The app's address.
+    pub app: SocketAddr,
+    /// How to speak to an HTTP app.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_protocol: Option<AppProtocol>,
+    /// Allowed caller SPIFFE IDs.
+    pub allow: Vec<String>,
+}
+
+/// A service in the sidecar's catalog.
+#[derive(Debug, Clone, Serialize)]
+pub struct Service {
+    /// `namespace/name`.
+    pub service: String,
+    /// Service port.
+    pub port: u16,
+    /// Endpoints in this cluster.
+    pub endpoints: Vec<Endpoint>,
+    /// Clusters exporting it to us.
+    pub remote: Vec<Remote>,
+}
+
+/// A remote cluster serving a service.
+#[derive(Debug, Clone, Serialize)]
+pub struct Remote {
+    /// The cluster's name.
+    pub cluster: String,
+    /// Expected identity of the final workload.
+    pub spiffe_id: String,
+}
+
+/// The sidecar's `timeouts` section; every key optional.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SidecarTimeouts {
+    /// Connect + handshake / tunnel open deadline, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_ms: Option<u64>,
+    /// Slowloris guard on HTTP listeners, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header_read_ms: Option<u64>,
+    /// Inbound TLS handshake deadline, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_handshake_ms: Option<u64>,
+    /// Per-request deadline, ms (0 = none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_ms: Option<u64>,
+}

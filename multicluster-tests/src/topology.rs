@@ -1,0 +1,589 @@
+//! A builder for loopback multi-cluster topologies: clusters with their
+//! gateway, workloads with sidecars, links and exports; it writes the PKI and
+//! the YAML configs (per `docs/reference/data-path-config.md`) into a
+//! temporary directory and [`Topology::start`]s the binaries.
+//!
+//! Layout of the directory: `<cluster>/ca.pem`, `ca-key.pem`,
+//! `bundles.json`, `gateway.yaml`, `<workload>.yaml` and a `.log` per
+//! component; config files name their neighbours by relative path.
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use tempfile::TempDir;
+
+use crate::config::{
+    AppProtocol, Endpoint, Export, GatewayConfig, GatewayRef, GatewayTimeouts, Identity, Inbound,
+    Outbound, Peer, PemFiles, Protocol, Quic, Reconnect, Remote, Service, SidecarConfig,
+    SidecarTimeouts,
+};
+use crate::net::{self, Block, Subnet};
+
+/// Timeouts and transport knobs written into every config.
+#[derive(Debug, Clone, Default)]
+pub struct Tuning {
+    /// Gateway `quic`.
+    pub gateway_quic: Option<Quic>,
+    /// Gateway `timeouts`.
+    pub gateway_timeouts: Option<GatewayTimeouts>,
+    /// Gateway `reconnect`.
+    pub reconnect: Option<Reconnect>,
+    /// Sidecar `gateway.keep_alive_ms`, ms.
+    pub sidecar_gateway_keep_alive_ms: Option<u64>,
+    /// Sidecar `gateway.idle_timeout_ms`, ms.
+    pub sidecar_gateway_idle_timeout_ms: Option<u64>,
+    /// Sidecar `timeouts`.
+    pub sidecar_timeouts: Option<SidecarTimeouts>,
+    /// Sidecar `max_header_bytes`, bytes.
+    pub max_header_bytes: Option<u64>,
+}
+
+impl Tuning {
+    /// Short timeouts so failure tests finish quickly: QUIC keep-alive 500 ms
+    /// and idle timeout 3000 ms (gateways and sidecars), reconnect backoff
+    /// 100–1000 ms, drain 1000 ms.
+    pub fn fast() -> Self {
+        Tuning {
+            gateway_quic: Some(Quic {
+                keep_alive_ms: Some(500),
+                idle_timeout_ms: Some(3000),
+            }),
+            gateway_timeouts: Some(GatewayTimeouts {
+                drain_ms: Some(1000),
+                ..GatewayTimeouts::default()
+            }),
+            reconnect: Some(Reconnect {
+                initial_backoff_ms: 100,
+                max_backoff_ms: 1000,
+            }),
+            sidecar_gateway_keep_alive_ms: Some(500),
+            sidecar_gateway_idle_timeout_ms: Some(3000),
+            sidecar_timeouts: None,
+            max_header_bytes: None,
+        }
+    }
+
+    /// The binaries' defaults everywhere (benchmarks).
+    pub fn defaults() -> Self {
+        Tuning::default()
+    }
+}
+
+/// A workload: one service account with a sidecar.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// Namespace.
+    pub namespace: String,
+    /// Name, also its service account.
+    pub name: String,
+    /// Services it serves, one inbound listener each.
+    pub inbound: Vec<InboundSpec>,
+    /// Upstreams it calls, one outbound listener each.
+    pub outbound: Vec<OutboundSpec>,
+}
+
+/// A service a workload serves through an inbound listener.
+#[derive(Debug, Clone)]
+pub struct InboundSpec {
+    /// `namespace/name`.
+    pub service: String,
+    /// Service port.
+    pub port: u16,
+    /// `http` or `tcp`.
+    pub protocol: Protocol,
+    /// The app's address.
+    pub app: SocketAddr,
+    /// Allowed callers.
+    pub allow: Vec<String>,
+}
+
+/// An upstream a workload calls through an outbound listener.
+#[derive(Debug, Clone)]
+pub struct OutboundSpec {
+    /// `namespace/name`.
+    pub service: String,
+    /// Service port.
+    pub port: u16,
+    /// `http` or `tcp`.
+    pub protocol: Protocol,
+    /// Pin to one cluster.
+    pub cluster: Option<String>,
+}
+
+impl Workload {
+    /// A workload `namespace/name` with no listeners yet.
+    pub fn new(namespace: &str, name: &str) -> Self {
+        Workload {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            inbound: Vec::new(),
+            outbound: Vec::new(),
+        }
+    }
+
+    /// Serves `service:port` with the app at `app`, allowing `allow`.
+    pub fn serves(
+        mut self,
+        service: &str,
+        port: u16,
+        protocol: Protocol,
+        app: SocketAddr,
+        allow: &[&str],
+    ) -> Self {
+        self.inbound.push(InboundSpec {
+            service: service.to_owned(),
+            port,
+            protocol,
+            app,
+            allow: allow.iter().map(|s| (*s).to_owned()).collect(),
+        });
+        self
+    }
+
+    /// Calls `service:port` through an outbound listener.
+    pub fn calls(mut self, service: &str, port: u16, protocol: Protocol) -> Self {
+        self.outbound.push(OutboundSpec {
+            service: service.to_owned(),
+            port,
+            protocol,
+            cluster: None,
+        });
+        self
+    }
+}
+
+/// Where a workload was placed.
+#[derive(Debug, Clone)]
+pub(crate) struct Placed {
+    pub(crate) spec: Workload,
+    pub(crate) admin: SocketAddr,
+    pub(crate) inbound_listen: Vec<SocketAddr>,
+    pub(crate) outbound_listen: Vec<SocketAddr>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Cluster {
+    pub(crate) name: String,
+    pub(crate) trust_domain: String,
+    subnet: Subnet,
+    pub(crate) gateway_listen: SocketAddr,
+    pub(crate) gateway_admin: SocketAddr,
+    pub(crate) workloads: Vec<Placed>,
+}
+
+#[derive(Debug)]
+struct ExportSpec {
+    cluster: String,
+    service: String,
+    to: Vec<String>,
+}
+
+/// A multi-cluster topology under construction (then started with
+/// [`Topology::start`]).
+pub struct Topology {
+    dir: TempDir,
+    block: Block,
+    pub(crate) clusters: Vec<Cluster>,
+    /// Directed trust: `(a, b)` means a's gateway peers with b and a's
+    /// bundle map holds b's bundle.
+    trusts: BTreeSet<(String, String)>,
+    exports: Vec<ExportSpec>,
+    /// Knobs written into every config.
+    pub tuning: Tuning,
+}
+
+impl Topology {
+    /// An empty topology in a fresh temp dir named after `test`, with
+    /// [`Tuning::fast`]. The directory is removed on drop unless
+    /// `ISTHMUS_TEST_KEEP=1`.
+    ///
+    /// # Errors
+    /// The temp dir cannot be made.
+    pub fn new(test: &str) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("isthmus-{test}-"))
+            .tempdir()
+            .context("creating the topology temp dir")?;
+        let mut dir = dir;
+        if std::env::var("ISTHMUS_TEST_KEEP").is_ok_and(|v| v == "1") {
+            dir.disable_cleanup(true);
+        }
+        // Other users (PostgreSQL's, when running as root) must traverse it.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        Ok(Topology {
+            dir,
+            block: Block::allocate(),
+            clusters: Vec::new(),
+            trusts: BTreeSet::new(),
+            exports: Vec::new(),
+            tuning: Tuning::fast(),
+        })
+    }
+
+    /// The temp dir everything is written to.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Adds cluster `name` with trust domain `<name>.mesh` and its gateway.
+    ///
+    /// # Errors
+    /// Too many clusters, or no free port.
+    pub fn add_cluster(&mut self, name: &str) -> Result<()> {
+        let subnet = self.block.subnet(self.clusters.len())?;
+        let gw = subnet.gateway_ip();
+        self.clusters.push(Cluster {
+            name: name.to_owned(),
+            trust_domain: format!("{name}.mesh"),
+            gateway_listen: net::udp_addr(gw, 15443)?,
+            gateway_admin: net::tcp_addr(gw, 15021)?,
+            subnet,
+            workloads: Vec::new(),
+        });
+        std::fs::create_dir_all(self.dir().join(name))?;
+        Ok(())
+    }
+
+    /// A fresh loopback address in `cluster`'s subnet (for apps).
+    ///
+    /// # Errors
+    /// Unknown cluster or exhausted subnet.
+    pub fn host(&mut self, cluster: &str) -> Result<Ipv4Addr> {
+        self.cluster_mut(cluster)?.subnet.next_host()
+    }
+
+    /// Places `w` in `cluster`: its own address, admin on port 15000,
+    /// inbound listeners from 15006, outbound from 18080.
+    ///
+    /// # Errors
+    /// Unknown cluster, exhausted subnet or no free port.
+    pub fn add_workload(&mut self, cluster: &str, w: Workload) -> Result<()> {
+        let c = self.cluster_mut(cluster)?;
+        let ip = c.subnet.next_host()?;
+        let inbound_listen = (0..w.inbound.len())
+            .map(|i| net::tcp_addr(ip, 15006 + i as u16))
+            .collect::<Result<_>>()?;
+        let outbound_listen = (0..w.outbound.len())
+            .map(|i| net::tcp_addr(ip, 18080 + i as u16))
+            .collect::<Result<_>>()?;
+        c.workloads.push(Placed {
+            admin: net::tcp_addr(ip, 15000)?,
+            spec: w,
+            inbound_listen,
+            outbound_listen,
+        });
+        Ok(())
+    }
+
+    /// Links `a` and `b` both ways (peers and bundles).
+    pub fn link(&mut self, a: &str, b: &str) {
+        self.trust_one_way(a, b);
+        self.trust_one_way(b, a);
+    }
+
+    /// `from` peers with `to` and trusts its bundle; `to` knows nothing of
+    /// `from` (an unlinked or half-linked cluster).
+    pub fn trust_one_way(&mut self, from: &str, to: &str) {
+        self.trusts.insert((from.to_owned(), to.to_owned()));
+    }
+
+    /// `cluster`'s gateway exports `service` (served by its workloads) to
+    /// the clusters `to`.
+    pub fn export(&mut self, cluster: &str, service: &str, to: &[&str]) {
+        self.exports.push(ExportSpec {
+            cluster: cluster.to_owned(),
+            service: service.to_owned(),
+            to: to.iter().map(|s| (*s).to_owned()).collect(),
+        });
+    }
+
+    /// `spiffe://<cluster>.mesh/ns/<ns>/sa/<name>`.
+    pub fn spiffe_id(cluster: &str, namespace: &str, name: &str) -> String {
+        format!("spiffe://{cluster}.mesh/ns/{namespace}/sa/{name}")
+    }
+
+    /// The gateway's SPIFFE ID in `cluster`.
+    pub fn gateway_id(cluster: &str) -> String {
+        Self::spiffe_id(cluster, "isthmus-system", "east-west-gateway")
+    }
+
+    /// The outbound listener of `workload` in `cluster` for `service`.
+    ///
+    /// # Errors
+    /// No such workload or outbound.
+    pub fn outbound_addr(
+        &self,
+        cluster: &str,
+        workload: &str,
+        service: &str,
+    ) -> Result<SocketAddr> {
+        let w = self.workload(cluster, workload)?;
+        w.spec
+            .outbound
+            .iter()
+            .position(|o| o.service == service)
+            .map(|i| w.outbound_listen[i])
+            .ok_or_else(|| anyhow!("{cluster}/{workload} has no outbound for {service}"))
+    }
+
+    /// The inbound listener of `workload` in `cluster` for `service`.
+    ///
+    /// # Errors
+    /// No such workload or inbound.
+    pub fn inbound_addr(&self, cluster: &str, workload: &str, service: &str) -> Result<SocketAddr> {
+        let w = self.workload(cluster, workload)?;
+        w.spec
+            .inbound
+            .iter()
+            .position(|o| o.service == service)
+            .map(|i| w.inbound_listen[i])
+            .ok_or_else(|| anyhow!("{cluster}/{workload} has no inbound for {service}"))
+    }
+
+    /// The admin listener of `workload`'s sidecar.
+    ///
+    /// # Errors
+    /// No such workload.
+    pub fn sidecar_admin(&self, cluster: &str, workload: &str) -> Result<SocketAddr> {
+        Ok(self.workload(cluster, workload)?.admin)
+    }
+
+    /// The gateway's QUIC (UDP) address.
+    ///
+    /// # Errors
+    /// Unknown cluster.
+    pub fn gateway_listen(&self, cluster: &str) -> Result<SocketAddr> {
+        Ok(self.cluster(cluster)?.gateway_listen)
+    }
+
+    /// The gateway's admin address.
+    ///
+    /// # Errors
+    /// Unknown cluster.
+    pub fn gateway_admin(&self, cluster: &str) -> Result<SocketAddr> {
+        Ok(self.cluster(cluster)?.gateway_admin)
+    }
+
+    /// The config file path of a component (`gateway` or a workload name).
+    pub fn config_path(&self, cluster: &str, component: &str) -> PathBuf {
+        self.dir().join(cluster).join(format!("{component}.yaml"))
+    }
+
+    /// The log file path of a component.
+    pub fn log_path(&self, cluster: &str, component: &str) -> PathBuf {
+        self.dir().join(cluster).join(format!("{component}.log"))
+    }
+
+    /// The gateway config of `cluster`, generated from the topology.
+    ///
+    /// # Errors
+    /// Unknown cluster or an export of a service nobody serves.
+    pub fn gateway_config(&self, cluster: &str) -> Result<GatewayConfig> {
+        let c = self.cluster(cluster)?;
+        let peers = self
+            .trusted_by(cluster)
+            .map(|p| {
+                let pc = self.cluster(p)?;
+                Ok(Peer {
+                    cluster: pc.name.clone(),
+                    trust_domain: pc.trust_domain.clone(),
+                    address: pc.gateway_listen.to_string(),
+                    spiffe_id: Some(Self::gateway_id(p)),
+                })
+            })
+            .collect::<Result<_>>()?;
+        let mut exports = Vec::new();
+        for e in self.exports.iter().filter(|e| e.cluster == cluster) {
+            let endpoints = self.endpoints(cluster, &e.service);
+            let Some(port) = self.service_port(cluster, &e.service) else {
+                bail!("{cluster} exports {} but no workload serves it", e.service);
+            };
+            exports.push(Export {
+                service: e.service.clone(),
+                port,
+                exported_to: e.to.clone(),
+                endpoints,
+            });
+        }
+        Ok(GatewayConfig {
+            cluster: c.name.clone(),
+            identity: identity(Self::gateway_id(cluster)),
+            listen: c.gateway_listen,
+            admin: c.gateway_admin,
+            peers,
+            exports,
+            quic: self.tuning.gateway_quic.clone(),
+            timeouts: self.tuning.gateway_timeouts.clone(),
+            reconnect: self.tuning.reconnect.clone(),
+        })
+    }
+
+    /// The sidecar config of `workload` in `cluster`, generated from the
+    /// topology: the catalog lists every service it calls, with local
+    /// endpoints and, as `remote`, every trusted cluster with a workload
+    /// serving it (exported or not: the remote gateway decides).
+    ///
+    /// # Errors
+    /// Unknown cluster or workload.
+    pub fn sidecar_config(&self, cluster: &str, workload: &str) -> Result<SidecarConfig> {
+        let c = self.cluster(cluster)?;
+        let w = self.workload(cluster, workload)?;
+        let outbound = w
+            .spec
+            .outbound
+            .iter()
+            .zip(&w.outbound_listen)
+            .map(|(o, listen)| Outbound {
+                listen: *listen,
+                service: o.service.clone(),
+                port: o.port,
+                protocol: o.protocol,
+                cluster: o.cluster.clone(),
+            })
+            .collect();
+        let inbound = w
+            .spec
+            .inbound
+            .iter()
+            .zip(&w.inbound_listen)
+            .map(|(i, listen)| Inbound {
+                listen: *listen,
+                protocol: i.protocol,
+                app: i.app,
+                app_protocol: (i.protocol == Protocol::Http).then_some(AppProtocol::Http1),
+                allow: i.allow.clone(),
+            })
+            .collect();
+        let mut services: Vec<Service> = Vec::new();
+        for o in &w.spec.outbound {
+            if services.iter().any(|s| s.service == o.service) {
+                continue;
+            }
+            let remote = self
+                .trusted_by(cluster)
+                .filter_map(|rc| {
+                    self.server_of(rc, &o.service).map(|(ns, name)| Remote {
+                        cluster: rc.to_owned(),
+                        spiffe_id: Self::spiffe_id(rc, ns, name),
+                    })
+                })
+                .collect();
+            services.push(Service {
+                service: o.service.clone(),
+                port: o.port,
+                endpoints: self.endpoints(cluster, &o.service),
+                remote,
+            });
+        }
+        Ok(SidecarConfig {
+            cluster: c.name.clone(),
+            identity: identity(Self::spiffe_id(cluster, &w.spec.namespace, &w.spec.name)),
+            admin: w.admin,
+            gateway: GatewayRef {
+                address: c.gateway_listen,
+                spiffe_id: Self::gateway_id(cluster),
+                keep_alive_ms: self.tuning.sidecar_gateway_keep_alive_ms,
+                idle_timeout_ms: self.tuning.sidecar_gateway_idle_timeout_ms,
+            },
+            outbound,
+            inbound,
+            services,
+            timeouts: self.tuning.sidecar_timeouts.clone(),
+            max_header_bytes: self.tuning.max_header_bytes,
+        })
+    }
+
+    /// Writes a config struct as YAML to `path`.
+    ///
+    /// # Errors
+    /// Serialization or write failure.
+    pub fn write_yaml(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+        let text = serde_yaml_ng::to_string(value).context("serializing a config")?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
+
+    pub(crate) fn cluster(&self, name: &str) -> Result<&Cluster> {
+        self.clusters
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| anyhow!("no cluster {name}"))
+    }
+
+    fn cluster_mut(&mut self, name: &str) -> Result<&mut Cluster> {
+        self.clusters
+            .iter_mut()
+            .find(|c| c.name == name)
+            .ok_or_else(|| anyhow!("no cluster {name}"))
+    }
+
+    fn workload(&self, cluster: &str, name: &str) -> Result<&Placed> {
+        self.cluster(cluster)?
+            .workloads
+            .iter()
+            .find(|w| w.spec.name == name)
+            .ok_or_else(|| anyhow!("no workload {name} in {cluster}"))
+    }
+
+    /// The clusters `cluster` trusts.
+    pub(crate) fn trusted_by<'a>(&'a self, cluster: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.trusts
+            .iter()
+            .filter(move |(a, _)| a == cluster)
+            .map(|(_, b)| b.as_str())
+    }
+
+    fn endpoints(&self, cluster: &str, service: &str) -> Vec<Endpoint> {
+        let Ok(c) = self.cluster(cluster) else {
+            return Vec::new();
+        };
+        c.workloads
+            .iter()
+            .flat_map(|w| {
+                w.spec
+                    .inbound
+                    .iter()
+                    .zip(&w.inbound_listen)
+                    .filter(|(i, _)| i.service == service)
+                    .map(|(_, listen)| Endpoint {
+                        address: *listen,
+                        spiffe_id: Self::spiffe_id(cluster, &w.spec.namespace, &w.spec.name),
+                    })
+            })
+            .collect()
+    }
+
+    fn service_port(&self, cluster: &str, service: &str) -> Option<u16> {
+        let c = self.cluster(cluster).ok()?;
+        c.workloads
+            .iter()
+            .flat_map(|w| &w.spec.inbound)
+            .find(|i| i.service == service)
+            .map(|i| i.port)
+    }
+
+    /// `(namespace, name)` of the first workload in `cluster` serving
+    /// `service`.
+    fn server_of(&self, cluster: &str, service: &str) -> Option<(&str, &str)> {
+        let c = self.cluster(cluster).ok()?;
+        c.workloads
+            .iter()
+            .find(|w| w.spec.inbound.iter().any(|i| i.service == service))
+            .map(|w| (w.spec.namespace.as_str(), w.spec.name.as_str()))
+    }
+}
+
+/// The identity section every component of a cluster uses: the cluster CA
+/// and bundle map, by paths relative to the config file.
+fn identity(spiffe_id: String) -> Identity {
+    Identity {
+        spiffe_id,
+        ca: PemFiles {
+            cert: "ca.pem".into(),
+            key: "ca-key.pem".into(),
+        },
+        bundles: "bundles.json".into(),
+    }
+}

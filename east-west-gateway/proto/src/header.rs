@@ -7,19 +7,6 @@ use trust_bundle::SpiffeId;
 use crate::error::{Field, HeaderError};
 use crate::{MAX_HEADER_LEN, VERSION};
 
-/// Bytes before the body: version (u8) and body length (u16).
-pub const PREFIX_LEN: usize = 3;
-/// Longest DNS label, in bytes (RFC 1035 §2.3.4).
-pub const MAX_LABEL_LEN: usize = 63;
-/// Extension type of the W3C `traceparent` (W3C Trace Context §3.2).
-pub const EXT_TRACEPARENT: u8 = 1;
-/// Extension type of the W3C `tracestate` (W3C Trace Context §3.3).
-pub const EXT_TRACESTATE: u8 = 2;
-/// Length of a version-00 `traceparent`, in bytes (W3C Trace Context §3.2).
-pub const TRACEPARENT_LEN: usize = 55;
-/// Longest `tracestate` carried, in bytes (W3C Trace Context §3.3.1.1).
-pub const MAX_TRACESTATE_LEN: usize = 512;
-
 /// What the opener asks for: the destination service and the identity the
 /// destination workload must present. Encoded as the OPEN header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -323,6 +310,19 @@ fn check_tracestate(value: &[u8], offset: usize) -> Result<(), HeaderError> {
 fn ascii_string(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| char::from(b)).collect()
 }
+
+/// Bytes before the body: version (u8) and body length (u16).
+pub const PREFIX_LEN: usize = 3;
+/// Longest DNS label, in bytes (RFC 1035 §2.3.4).
+pub const MAX_LABEL_LEN: usize = 63;
+/// Extension type of the W3C `traceparent` (W3C Trace Context §3.2).
+pub const EXT_TRACEPARENT: u8 = 1;
+/// Extension type of the W3C `tracestate` (W3C Trace Context §3.3).
+pub const EXT_TRACESTATE: u8 = 2;
+/// Length of a version-00 `traceparent`, in bytes (W3C Trace Context §3.2).
+pub const TRACEPARENT_LEN: usize = 55;
+/// Longest `tracestate` carried, in bytes (W3C Trace Context §3.3.1.1).
+pub const MAX_TRACESTATE_LEN: usize = 512;
 
 #[cfg(test)]
 #[path = "header_tests.rs"]

@@ -6,16 +6,6 @@ use std::fmt;
 use crate::error::ResponseError;
 use crate::VERSION;
 
-/// Longest detail carried, in bytes (its length is a u8).
-pub const MAX_DETAIL_LEN: usize = 255;
-/// Bytes before the detail: version, status, detail length.
-pub const RESPONSE_PREFIX_LEN: usize = 3;
-/// The status byte of an accept.
-pub const STATUS_ACCEPT: u8 = 0;
-/// The status [`RejectReason::Other`]`(0)` is written as: 0 means accept, so
-/// a reject must never carry it.
-pub const STATUS_OTHER: u8 = 255;
-
 /// Why an acceptor refused a stream. Codes 1–7 are defined by the protocol;
 /// any other non-zero code decodes as [`RejectReason::Other`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,7 +44,8 @@ pub enum Response {
 
 impl RejectReason {
     /// The status byte on the wire. [`RejectReason::Other`]`(0)` gives
-    /// [`STATUS_OTHER`], since 0 means accept.
+    /// [`STATUS_OTHER`], since 0 means accept; `Other(1..=7)` gives the code
+    /// of the known reason, which is what it decodes as.
     pub fn code(self) -> u8 {
         match self {
             RejectReason::UnknownService => 1,
@@ -175,6 +166,16 @@ impl fmt::Display for RejectReason {
         }
     }
 }
+
+/// Longest detail carried, in bytes (its length is a u8).
+pub const MAX_DETAIL_LEN: usize = 255;
+/// Bytes before the detail: version, status, detail length.
+pub const RESPONSE_PREFIX_LEN: usize = 3;
+/// The status byte of an accept.
+pub const STATUS_ACCEPT: u8 = 0;
+/// The status [`RejectReason::Other`]`(0)` is written as: 0 means accept, so
+/// a reject must never carry it.
+pub const STATUS_OTHER: u8 = 255;
 
 #[cfg(test)]
 mod tests {

@@ -303,3 +303,87 @@ impl Acceptor {
         self.events.push_back(AcceptorEvent::Failed(error));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Field;
+    use trust_bundle::SpiffeId;
+
+    fn header() -> OpenHeader {
+        OpenHeader {
+            target_cluster: "b".into(),
+            namespace: "ns".into(),
+            service: "svc".into(),
+            port: 80,
+            expected_identity: SpiffeId::parse("spiffe://b.mesh/ns/ns/sa/svc").unwrap(),
+            traceparent: None,
+            tracestate: None,
+        }
+    }
+
+    #[test]
+    fn opener_refuses_an_invalid_header_and_sends_a_valid_one_once() {
+        let now = Instant::now();
+        let bad = OpenHeader {
+            service: "Svc".into(),
+            ..header()
+        };
+        assert!(matches!(
+            Opener::new(&bad, now, Duration::from_secs(1)),
+            Err(HeaderError::LabelByte {
+                field: Field::Service,
+                ..
+            })
+        ));
+        let mut o = Opener::new(&header(), now, Duration::from_secs(1)).unwrap();
+        assert_eq!(o.poll_transmit(), Some(header().encode().unwrap()));
+        assert_eq!(o.poll_transmit(), None);
+        assert!(!o.is_finished());
+        assert_eq!(o.poll_event(), None);
+    }
+
+    #[test]
+    fn a_timeout_past_the_end_of_time_means_no_deadline() {
+        let now = Instant::now();
+        let o = Opener::new(&header(), now, Duration::MAX).unwrap();
+        assert_eq!(o.poll_timeout(), None);
+        let mut a = Acceptor::new(now, Duration::MAX);
+        assert_eq!(a.poll_timeout(), None);
+        a.handle_timeout(now + Duration::from_secs(86_400));
+        assert_eq!(a.poll_event(), None);
+    }
+
+    #[test]
+    fn outcomes_are_reported_once_and_later_input_is_ignored() {
+        let now = Instant::now();
+        let mut o = Opener::new(&header(), now, Duration::from_secs(1)).unwrap();
+        o.handle_recv(&[1, 0, 0, b'x'], now);
+        o.handle_fin(now);
+        o.handle_reset(1, now);
+        o.handle_timeout(now + Duration::from_secs(2));
+        o.handle_recv(b"more", now);
+        assert_eq!(
+            o.poll_event(),
+            Some(OpenerEvent::Accepted {
+                early_data: b"x".to_vec()
+            })
+        );
+        assert_eq!(o.poll_event(), None);
+
+        let mut a = Acceptor::new(now, Duration::from_secs(1));
+        a.handle_recv(&[9], now);
+        a.handle_fin(now);
+        a.handle_timeout(now + Duration::from_secs(2));
+        a.reject(RejectReason::Overloaded, "late");
+        assert_eq!(
+            a.poll_event(),
+            Some(AcceptorEvent::Failed(HandshakeError::Header(
+                HeaderError::UnsupportedVersion { version: 9 }
+            )))
+        );
+        assert_eq!(a.poll_event(), None);
+        assert_eq!(a.poll_transmit(), None);
+        assert!(a.is_finished());
+    }
+}

@@ -1,1 +1,45 @@
-//! placeholder
+//! `mesh-sidecar`: the per-workload data-plane proxy of Isthmus.
+//!
+//! What it owns:
+//! - outbound listeners, one local port per upstream service: HTTP/1.1,
+//!   HTTP/2 with prior knowledge and gRPC ([`outbound::http`]), opaque TCP
+//!   ([`outbound::tcp`]);
+//! - inbound listeners that terminate the inner mTLS with the workload SVID,
+//!   authorize the caller's SPIFFE ID and forward to the app on localhost
+//!   ([`inbound`]);
+//! - routing: a pure [`plan::plan`] from a config snapshot to ordered
+//!   candidates (local endpoints first, then remote clusters through the
+//!   local east-west gateway), naming next-hop and final identities apart;
+//! - the tunnel client toward the local gateway ([`tunnel`]);
+//! - the admin listener ([`admin`]), metrics ([`metrics`]), config
+//!   ([`config`]), reload and drain ([`runtime`]).
+//!
+//! What it does not own: certificates and bundles ([`trust_bundle`]), the
+//! tunnel wire format ([`tunnel_proto`]), routing between clusters (the
+//! gateway), and the catalog (today a YAML file; the control plane later).
+//!
+//! Driving it: [`run_cli`] is the whole binary; embedders and tests build a
+//! [`config::Config`] and call [`runtime::Sidecar::start`], then
+//! [`runtime::Sidecar::apply`] / [`runtime::Sidecar::reload`] and
+//! [`runtime::Sidecar::drain`]. The contract is
+//! `docs/reference/data-path-config.md`.
+
+pub mod admin;
+mod cli;
+pub mod config;
+pub mod drain;
+pub mod errors;
+pub mod health;
+pub mod http_util;
+pub mod inbound;
+pub mod io;
+pub mod metrics;
+pub mod outbound;
+pub mod plan;
+pub mod runtime;
+pub mod tls;
+pub mod tunnel;
+
+pub use cli::run_cli;
+pub use config::Config;
+pub use runtime::Sidecar;

@@ -1,0 +1,164 @@
+//! The YAML schema of `mesh-sidecar`, exactly as written in the file
+//! (docs/reference/data-path-config.md, section `mesh-sidecar`). Nothing here
+//! is validated beyond its shape; [`super::Config::from_raw`] turns it into
+//! typed values.
+
+use serde::{Deserialize, Serialize};
+use trust_bundle::config::IdentityConfig;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// This cluster's name (DNS label).
+    pub cluster: String,
+    /// The workload's identity (`trust_bundle::config::IdentityConfig`).
+    #[serde(skip_serializing)]
+    pub identity: IdentityConfig,
+    /// Admin listener, `ip:port`.
+    pub admin: String,
+    /// Where this workload runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<RawLocality>,
+    /// The local east-west gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<RawGateway>,
+    /// One local port per upstream service.
+    #[serde(default)]
+    pub outbound: Vec<RawOutbound>,
+    /// Listeners that terminate mTLS and forward to the app.
+    #[serde(default)]
+    pub inbound: Vec<RawInbound>,
+    /// The catalog this sidecar routes with.
+    #[serde(default)]
+    pub services: Vec<RawService>,
+    /// Timeouts, all optional.
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    /// Largest request head accepted on HTTP listeners, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_header_bytes: Option<u64>,
+}
+
+/// `locality`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLocality {
+    /// Region name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Zone name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+}
+
+/// `gateway`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    /// UDP `ip:port` of the gateway's QUIC listener.
+    pub address: String,
+    /// The gateway's SPIFFE ID.
+    pub spiffe_id: String,
+    /// QUIC keep-alive interval, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive_ms: Option<u64>,
+    /// QUIC idle timeout, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<u64>,
+}
+
+/// `outbound[i]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutbound {
+    /// TCP `ip:port` the app connects to.
+    pub listen: String,
+    /// `namespace/name`.
+    pub service: String,
+    /// Service port.
+    pub port: u32,
+    /// `http` or `tcp`.
+    pub protocol: String,
+    /// Optional cluster pin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+}
+
+/// `inbound[i]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInbound {
+    /// TCP `ip:port` for mTLS from other sidecars and gateways.
+    pub listen: String,
+    /// `http` or `tcp`.
+    pub protocol: String,
+    /// The app's `ip:port`.
+    pub app: String,
+    /// `http1` (default) or `h2c`; `http` listeners only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_protocol: Option<String>,
+    /// Caller SPIFFE IDs, or `spiffe://<td>/*`.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+/// `services[i]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    /// `namespace/name`.
+    pub service: String,
+    /// Service port.
+    pub port: u32,
+    /// Endpoints in this cluster.
+    #[serde(default)]
+    pub endpoints: Vec<RawEndpoint>,
+    /// Other clusters exporting the service to us, in failover order.
+    #[serde(default)]
+    pub remote: Vec<RawRemote>,
+}
+
+/// `services[i].endpoints[j]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEndpoint {
+    /// The endpoint sidecar's inbound `ip:port`.
+    pub address: String,
+    /// The endpoint workload's SPIFFE ID.
+    pub spiffe_id: String,
+    /// Where it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<RawLocality>,
+}
+
+/// `services[i].remote[k]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRemote {
+    /// The exporting cluster.
+    pub cluster: String,
+    /// The SPIFFE ID the remote workloads present.
+    pub spiffe_id: String,
+}
+
+/// `timeouts`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    /// TCP connect + TLS handshake / tunnel open, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_ms: Option<u64>,
+    /// Slowloris guard on HTTP listeners, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_read_ms: Option<u64>,
+    /// Inbound TLS handshake, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_handshake_ms: Option<u64>,
+    /// Per-request deadline, ms (0 = none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_ms: Option<u64>,
+    /// Graceful drain bound on SIGTERM, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_ms: Option<u64>,
+}

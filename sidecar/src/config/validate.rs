@@ -1,0 +1,333 @@
+//! Raw → typed validation. Each check names the key path it refers to.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use trust_bundle::SpiffeId;
+
+use super::raw::{RawConfig, RawInbound, RawOutbound, RawService};
+use super::{
+    first_duplicate, is_dns_label, AllowEntry, AllowList, AppProtocol, Config, ConfigError,
+    Endpoint, Gateway, Inbound, Locality, Outbound, Protocol, Remote, Service, ServiceKey,
+    Timeouts,
+};
+
+pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> {
+    if !is_dns_label(&raw.cluster) {
+        return Err(invalid(
+            "cluster",
+            format!("{:?} is not a DNS label", raw.cluster),
+        ));
+    }
+    let own_id = spiffe_id("identity.spiffe_id", &raw.identity.spiffe_id)?;
+    let admin = addr("admin", &raw.admin)?;
+    let gateway = match &raw.gateway {
+        None => None,
+        Some(g) => Some(Gateway {
+            address: addr("gateway.address", &g.address)?,
+            spiffe_id: spiffe_id("gateway.spiffe_id", &g.spiffe_id)?,
+            keep_alive: positive_ms(
+                "gateway.keep_alive_ms",
+                g.keep_alive_ms,
+                super::DEFAULT_GATEWAY_KEEP_ALIVE_MS,
+            )?,
+            idle_timeout: positive_ms(
+                "gateway.idle_timeout_ms",
+                g.idle_timeout_ms,
+                super::DEFAULT_GATEWAY_IDLE_TIMEOUT_MS,
+            )?,
+        }),
+    };
+
+    let mut services: Vec<Service> = Vec::with_capacity(raw.services.len());
+    for (i, s) in raw.services.iter().enumerate() {
+        let svc = service(i, s, &raw.cluster, gateway.is_some())?;
+        if services
+            .iter()
+            .any(|o| o.service == svc.service && o.port == svc.port)
+        {
+            return Err(invalid(
+                format!("services[{i}]"),
+                format!("{}:{} is listed twice", svc.service, svc.port),
+            ));
+        }
+        services.push(svc);
+    }
+
+    let mut outbound = Vec::with_capacity(raw.outbound.len());
+    for (i, o) in raw.outbound.iter().enumerate() {
+        outbound.push(outbound_entry(i, o, &services, &raw.cluster)?);
+    }
+    let mut inbound = Vec::with_capacity(raw.inbound.len());
+    for (i, e) in raw.inbound.iter().enumerate() {
+        inbound.push(inbound_entry(i, e)?);
+    }
+
+    // Unique listen addresses across admin, outbound and inbound.
+    let mut owners: HashMap<SocketAddr, String> = HashMap::new();
+    owners.insert(admin, "admin".into());
+    let named = outbound
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (format!("outbound[{i}].listen"), o.listen))
+        .chain(
+            inbound
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (format!("inbound[{i}].listen"), e.listen)),
+        );
+    for (key, a) in named {
+        if let Some(prev) = owners.get(&a) {
+            return Err(invalid(key, format!("{a} is already used by {prev}")));
+        }
+        owners.insert(a, key);
+    }
+
+    let t = &raw.timeouts;
+    let timeouts = Timeouts {
+        connect: positive_ms(
+            "timeouts.connect_ms",
+            t.connect_ms,
+            super::DEFAULT_CONNECT_MS,
+        )?,
+        header_read: positive_ms(
+            "timeouts.header_read_ms",
+            t.header_read_ms,
+            super::DEFAULT_HEADER_READ_MS,
+        )?,
+        tls_handshake: positive_ms(
+            "timeouts.tls_handshake_ms",
+            t.tls_handshake_ms,
+            super::DEFAULT_TLS_HANDSHAKE_MS,
+        )?,
+        request: match t.request_ms {
+            None | Some(0) => None,
+            Some(ms) => Some(Duration::from_millis(ms)),
+        },
+        drain: Duration::from_millis(t.drain_ms.unwrap_or(super::DEFAULT_DRAIN_MS)),
+    };
+    let max_header_bytes = match raw.max_header_bytes {
+        None => super::DEFAULT_MAX_HEADER_BYTES,
+        Some(n) => {
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            if !(super::MIN_MAX_HEADER_BYTES..=super::MAX_MAX_HEADER_BYTES).contains(&n) {
+                return Err(invalid(
+                    "max_header_bytes",
+                    format!(
+                        "{n} is outside {}..={}",
+                        super::MIN_MAX_HEADER_BYTES,
+                        super::MAX_MAX_HEADER_BYTES
+                    ),
+                ));
+            }
+            n
+        }
+    };
+
+    Ok(Config {
+        cluster: raw.cluster.clone(),
+        spiffe_id: own_id,
+        identity: raw.identity,
+        base_dir: base_dir.to_path_buf(),
+        admin,
+        locality: raw.locality.as_ref().map(Locality::from_raw),
+        gateway,
+        outbound,
+        inbound,
+        services,
+        timeouts,
+        max_header_bytes,
+    })
+}
+
+fn service(
+    i: usize,
+    s: &RawService,
+    own_cluster: &str,
+    has_gateway: bool,
+) -> Result<Service, ConfigError> {
+    let key =
+        ServiceKey::parse(&s.service).map_err(|p| invalid(format!("services[{i}].service"), p))?;
+    let port = port(&format!("services[{i}].port"), s.port)?;
+    let mut endpoints = Vec::with_capacity(s.endpoints.len());
+    for (j, e) in s.endpoints.iter().enumerate() {
+        let k = format!("services[{i}].endpoints[{j}]");
+        endpoints.push(Endpoint {
+            address: addr(&format!("{k}.address"), &e.address)?,
+            spiffe_id: spiffe_id(&format!("{k}.spiffe_id"), &e.spiffe_id)?,
+            locality: e.locality.as_ref().map(Locality::from_raw),
+        });
+    }
+    if let Some(dup) = first_duplicate(endpoints.iter().map(|e| &e.address)) {
+        return Err(invalid(
+            format!("services[{i}].endpoints"),
+            format!("{dup} is listed twice"),
+        ));
+    }
+    let mut remote = Vec::with_capacity(s.remote.len());
+    for (k, r) in s.remote.iter().enumerate() {
+        let key_path = format!("services[{i}].remote[{k}]");
+        if !is_dns_label(&r.cluster) {
+            return Err(invalid(
+                format!("{key_path}.cluster"),
+                format!("{:?} is not a DNS label", r.cluster),
+            ));
+        }
+        if r.cluster == own_cluster {
+            return Err(invalid(
+                format!("{key_path}.cluster"),
+                format!(
+                    "{} is our own cluster; list its endpoints instead",
+                    r.cluster
+                ),
+            ));
+        }
+        if !has_gateway {
+            return Err(invalid(
+                key_path.clone(),
+                "remote clusters are reached through the gateway, but there is no `gateway` section".to_owned(),
+            ));
+        }
+        remote.push(Remote {
+            cluster: r.cluster.clone(),
+            spiffe_id: spiffe_id(&format!("{key_path}.spiffe_id"), &r.spiffe_id)?,
+        });
+    }
+    if let Some(dup) = first_duplicate(remote.iter().map(|r| &r.cluster)) {
+        return Err(invalid(
+            format!("services[{i}].remote"),
+            format!("cluster {dup} is listed twice"),
+        ));
+    }
+    Ok(Service {
+        service: key,
+        port,
+        endpoints,
+        remote,
+    })
+}
+
+fn outbound_entry(
+    i: usize,
+    o: &RawOutbound,
+    services: &[Service],
+    own_cluster: &str,
+) -> Result<Outbound, ConfigError> {
+    let k = format!("outbound[{i}]");
+    let listen = addr(&format!("{k}.listen"), &o.listen)?;
+    let key = ServiceKey::parse(&o.service).map_err(|p| invalid(format!("{k}.service"), p))?;
+    let port = port(&format!("{k}.port"), o.port)?;
+    let protocol = protocol(&format!("{k}.protocol"), &o.protocol)?;
+    let Some(svc) = services.iter().find(|s| s.service == key && s.port == port) else {
+        return Err(if services.iter().any(|s| s.service == key) {
+            invalid(
+                format!("{k}.port"),
+                format!("{key} has no port {port} in services"),
+            )
+        } else {
+            invalid(format!("{k}.service"), format!("{key} is not in services"))
+        });
+    };
+    if let Some(c) = &o.cluster {
+        if !is_dns_label(c) {
+            return Err(invalid(
+                format!("{k}.cluster"),
+                format!("{c:?} is not a DNS label"),
+            ));
+        }
+        if c != own_cluster && !svc.remote.iter().any(|r| &r.cluster == c) {
+            return Err(invalid(
+                format!("{k}.cluster"),
+                format!("{key}:{port} has no remote entry for cluster {c}"),
+            ));
+        }
+    }
+    Ok(Outbound {
+        listen,
+        service: key,
+        port,
+        protocol,
+        cluster: o.cluster.clone(),
+    })
+}
+
+fn inbound_entry(i: usize, e: &RawInbound) -> Result<Inbound, ConfigError> {
+    let k = format!("inbound[{i}]");
+    let listen = addr(&format!("{k}.listen"), &e.listen)?;
+    let protocol = protocol(&format!("{k}.protocol"), &e.protocol)?;
+    let app = addr(&format!("{k}.app"), &e.app)?;
+    let app_protocol = match (protocol, e.app_protocol.as_deref()) {
+        (Protocol::Http, None | Some("http1")) => AppProtocol::Http1,
+        (Protocol::Http, Some("h2c")) => AppProtocol::H2c,
+        (Protocol::Http, Some(other)) => {
+            return Err(invalid(
+                format!("{k}.app_protocol"),
+                format!("{other:?} is not http1 or h2c"),
+            ))
+        }
+        (Protocol::Tcp, None) => AppProtocol::Http1,
+        (Protocol::Tcp, Some(_)) => {
+            return Err(invalid(
+                format!("{k}.app_protocol"),
+                "only valid with protocol http".to_owned(),
+            ))
+        }
+    };
+    if e.allow.is_empty() {
+        return Err(invalid(
+            format!("{k}.allow"),
+            "an empty list refuses every caller".to_owned(),
+        ));
+    }
+    let mut allow = Vec::with_capacity(e.allow.len());
+    for (j, a) in e.allow.iter().enumerate() {
+        allow.push(AllowEntry::parse(a).map_err(|p| invalid(format!("{k}.allow[{j}]"), p))?);
+    }
+    Ok(Inbound {
+        listen,
+        protocol,
+        app,
+        app_protocol,
+        allow: AllowList::new(allow),
+    })
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+fn addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse()
+        .map_err(|_| invalid(key, format!("{s:?} is not ip:port")))
+}
+
+fn spiffe_id(key: &str, s: &str) -> Result<SpiffeId, ConfigError> {
+    SpiffeId::parse(s).map_err(|e| invalid(key, format!("{s:?}: {e}")))
+}
+
+fn port(key: &str, p: u32) -> Result<u16, ConfigError> {
+    match u16::try_from(p) {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(invalid(key, format!("{p} is not a port (1-65535)"))),
+    }
+}
+
+fn protocol(key: &str, s: &str) -> Result<Protocol, ConfigError> {
+    match s {
+        "http" => Ok(Protocol::Http),
+        "tcp" => Ok(Protocol::Tcp),
+        other => Err(invalid(key, format!("{other:?} is not http or tcp"))),
+    }
+}
+
+fn positive_ms(key: &str, v: Option<u64>, default: u64) -> Result<Duration, ConfigError> {
+    match v.unwrap_or(default) {
+        0 => Err(invalid(key, "must be greater than 0")),
+        ms => Ok(Duration::from_millis(ms)),
+    }
+}

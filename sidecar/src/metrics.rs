@@ -1,0 +1,187 @@
+//! The sidecar's metric families, registered into a registry passed in
+//! (no global registry; STYLE.md habit 12). Served as Prometheus text by
+//! the admin listener.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Which way traffic flows through the sidecar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+pub enum Direction {
+    /// From the local app to an upstream.
+    Outbound,
+    /// From a peer sidecar (or gateway) to the local app.
+    Inbound,
+}
+
+/// Labels of `isthmus_sidecar_requests_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Direction.
+    pub direction: Direction,
+    /// `namespace/name` (outbound) or the app address (inbound).
+    pub service: String,
+    /// HTTP status code.
+    pub status: u16,
+}
+
+/// Labels of per-service families without a status.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ServiceLabels {
+    /// Direction.
+    pub direction: Direction,
+    /// `namespace/name` (outbound) or the app address (inbound).
+    pub service: String,
+}
+
+/// Labels of `isthmus_sidecar_inbound_requests_by_caller_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct CallerLabels {
+    /// The caller's SPIFFE ID.
+    pub caller: String,
+}
+
+/// Kind of upstream connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+pub enum Route {
+    /// Sidecar to sidecar in this cluster.
+    Direct,
+    /// Through the local gateway's tunnel.
+    Gateway,
+}
+
+/// Labels of `isthmus_sidecar_upstream_connections_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    /// Direct or through the gateway.
+    pub route: Route,
+    /// `http` (one HTTP/2 connection, many requests) or `tcp`.
+    pub protocol: String,
+}
+
+/// Labels of `isthmus_sidecar_inbound_tls_handshakes_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    /// `ok`, `failed` or `timeout`.
+    pub result: &'static str,
+}
+
+/// Labels of `isthmus_sidecar_config_reloads_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `ok` or `failed`.
+    pub result: &'static str,
+}
+
+/// Every family the sidecar reports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// `isthmus_sidecar_requests_total{direction,service,status}`: HTTP
+    /// requests answered.
+    pub requests: Family<RequestLabels, Counter>,
+    /// `isthmus_sidecar_request_duration_seconds{direction,service}`: time to
+    /// the response head, seconds.
+    pub request_duration: Family<ServiceLabels, Histogram>,
+    /// `isthmus_sidecar_tcp_connections_total{direction,service}`: opaque TCP
+    /// connections proxied.
+    pub tcp_connections: Family<ServiceLabels, Counter>,
+    /// `isthmus_sidecar_inbound_requests_by_caller_total{caller}`.
+    pub requests_by_caller: Family<CallerLabels, Counter>,
+    /// `isthmus_sidecar_upstream_connections_total{route,protocol}`: new
+    /// TLS connections to peer sidecars.
+    pub upstream_connections: Family<UpstreamLabels, Counter>,
+    /// `isthmus_sidecar_inbound_tls_handshakes_total{result}`.
+    pub inbound_handshakes: Family<HandshakeLabels, Counter>,
+    /// `isthmus_sidecar_active_connections`: downstream connections open.
+    pub active_connections: Gauge,
+    /// `isthmus_sidecar_config_reloads_total{result}`.
+    pub reloads: Family<ReloadLabels, Counter>,
+}
+
+impl Metrics {
+    /// Creates the families and registers them into `registry`.
+    pub fn register(registry: &mut Registry) -> Metrics {
+        let m = Metrics {
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ])
+            }),
+            tcp_connections: Family::default(),
+            requests_by_caller: Family::default(),
+            upstream_connections: Family::default(),
+            inbound_handshakes: Family::default(),
+            active_connections: Gauge::default(),
+            reloads: Family::default(),
+        };
+        registry.register(
+            "isthmus_sidecar_requests",
+            "HTTP requests answered",
+            m.requests.clone(),
+        );
+        registry.register(
+            "isthmus_sidecar_request_duration_seconds",
+            "Time to the response head, seconds",
+            m.request_duration.clone(),
+        );
+        registry.register(
+            "isthmus_sidecar_tcp_connections",
+            "Opaque TCP connections proxied",
+            m.tcp_connections.clone(),
+        );
+        registry.register(
+            "isthmus_sidecar_inbound_requests_by_caller",
+            "Inbound HTTP requests per authenticated caller SPIFFE ID",
+            m.requests_by_caller.clone(),
+        );
+        registry.register(
+            "isthmus_sidecar_upstream_connections",
+            "New mTLS connections to peer sidecars",
+            m.upstream_connections.clone(),
+        );
+        registry.register(
+            "isthmus_sidecar_inbound_tls_handshakes",
+            "Inbound TLS handshakes by result",
+            m.inbound_handshakes.clone(),
+        );
+        registry.register(
+            "isthmus_sidecar_active_connections",
+            "Downstream connections currently open",
+            m.active_connections.clone(),
+        );
+        registry.register(
+            "isthmus_sidecar_config_reloads",
+            "Config reloads by result",
+            m.reloads.clone(),
+        );
+        m
+    }
+
+    /// Records one answered HTTP request.
+    pub fn record_request(
+        &self,
+        direction: Direction,
+        service: &str,
+        status: u16,
+        elapsed: std::time::Duration,
+    ) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                direction,
+                service: service.to_owned(),
+                status,
+            })
+            .inc();
+        self.request_duration
+            .get_or_create(&ServiceLabels {
+                direction,
+                service: service.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+}

@@ -1,0 +1,126 @@
+//! Carries out one plan candidate: a TCP connection to a sidecar in this
+//! cluster, or a tunnel stream through the local gateway, then the inner
+//! mTLS handshake checked against the candidate's final identity.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tunnel_proto::OpenHeader;
+
+use crate::config::{Gateway, Protocol};
+use crate::errors::ProxyError;
+use crate::io::Transport;
+use crate::metrics::{Route, UpstreamLabels};
+use crate::plan::Candidate;
+use crate::runtime::{Shared, Snapshot};
+
+/// Connects to `candidate` and completes the inner TLS handshake (ALPN of
+/// `protocol`), all within `timeouts.connect_ms`. Marks direct endpoints
+/// healthy or failed.
+///
+/// # Errors
+/// [`ProxyError::Connect`], [`ProxyError::ConnectTimeout`],
+/// [`ProxyError::Rejected`], [`ProxyError::Tunnel`], [`ProxyError::Tls`].
+pub async fn connect_tls(
+    shared: &Arc<Shared>,
+    snapshot: &Snapshot,
+    candidate: &Candidate,
+    protocol: Protocol,
+) -> Result<TlsStream<Transport>, ProxyError> {
+    let timeout = snapshot.config.timeouts.connect;
+    let attempt = async {
+        let transport = transport(shared, snapshot, candidate).await?;
+        let config = shared
+            .tls
+            .client(candidate.final_identity(), protocol)
+            .map_err(|e| ProxyError::Tls(std::io::Error::other(e)))?;
+        TlsConnector::from(config)
+            .connect(trust_bundle::tls::spiffe_server_name(), transport)
+            .await
+            .map_err(ProxyError::Tls)
+    };
+    let result = match tokio::time::timeout(timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(ProxyError::ConnectTimeout),
+    };
+    let route = match candidate {
+        Candidate::Direct { addr, .. } => {
+            match &result {
+                Ok(_) => shared.health.mark_ok(*addr),
+                Err(_) => shared.health.mark_failed(*addr, Instant::now()),
+            }
+            Route::Direct
+        }
+        Candidate::ViaGateway { .. } => Route::Gateway,
+    };
+    if result.is_ok() {
+        shared
+            .metrics
+            .upstream_connections
+            .get_or_create(&UpstreamLabels {
+                route,
+                protocol: protocol.to_string(),
+            })
+            .inc();
+    }
+    result
+}
+
+async fn transport(
+    shared: &Arc<Shared>,
+    snapshot: &Snapshot,
+    candidate: &Candidate,
+) -> Result<Transport, ProxyError> {
+    match candidate {
+        Candidate::Direct { addr, .. } => {
+            let s = TcpStream::connect(addr)
+                .await
+                .map_err(|source| ProxyError::Connect {
+                    addr: *addr,
+                    source,
+                })?;
+            let _ = s.set_nodelay(true);
+            Ok(Transport::Tcp(s))
+        }
+        Candidate::ViaGateway {
+            gateway_addr,
+            gateway_identity,
+            cluster,
+            service,
+            port,
+            final_identity,
+        } => {
+            let gateway = match &snapshot.config.gateway {
+                Some(g) if g.address == *gateway_addr => g.clone(),
+                _ => Gateway {
+                    address: *gateway_addr,
+                    spiffe_id: gateway_identity.clone(),
+                    keep_alive: std::time::Duration::from_millis(
+                        crate::config::DEFAULT_GATEWAY_KEEP_ALIVE_MS,
+                    ),
+                    idle_timeout: std::time::Duration::from_millis(
+                        crate::config::DEFAULT_GATEWAY_IDLE_TIMEOUT_MS,
+                    ),
+                },
+            };
+            let header = OpenHeader {
+                target_cluster: cluster.clone(),
+                namespace: service.namespace.clone(),
+                service: service.name.clone(),
+                port: *port,
+                expected_identity: final_identity.clone(),
+                traceparent: None,
+                tracestate: None,
+            };
+            let stream = shared
+                .tunnel
+                .open(&gateway, &header, snapshot.config.timeouts.connect)
+                .await
+                .map_err(|e| ProxyError::from_open(cluster, e))?;
+            Ok(Transport::Tunnel(stream))
+        }
+    }
+}

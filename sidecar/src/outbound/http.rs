@@ -1,0 +1,194 @@
+//! The outbound HTTP listener: HTTP/1.1 or HTTP/2 with prior knowledge
+//! (gRPC) from the app, each request planned and carried on the pooled
+//! HTTP/2 connection to the chosen peer sidecar. Bodies and trailers stream
+//! through unbuffered.
+//!
+//! Slowloris guard: the first bytes (version sniffing) and every HTTP/1
+//! request head must arrive within `timeouts.header_read_ms`; a head larger
+//! than `max_header_bytes` gets 431.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
+use tokio::net::TcpStream;
+
+use crate::config::{Outbound, Protocol};
+use crate::drain::draining;
+use crate::errors::{error_chain, error_response, ProxyError};
+use crate::http_util::{strip_hop_by_hop, to_h2_request, Body};
+use crate::io::{sniff_http, PrefixedIo, Sniffed};
+use crate::metrics::Direction;
+use crate::plan::{plan, Target};
+use crate::runtime::{Shared, Snapshot};
+
+/// Serves one app connection on the outbound listener at `listen`.
+pub async fn serve(
+    shared: Arc<Shared>,
+    listen: SocketAddr,
+    mut stream: TcpStream,
+    snapshot: Arc<Snapshot>,
+) {
+    let cfg = &snapshot.config;
+    let sniffed = tokio::time::timeout(cfg.timeouts.header_read, sniff_http(&mut stream)).await;
+    let (version, prefix) = match sniffed {
+        Ok(Ok(Some(v))) => v,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::debug!(%listen, error = %e, "read failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%listen, "no request bytes within header_read_ms; closing");
+            return;
+        }
+    };
+    let io = TokioIo::new(PrefixedIo::new(prefix, stream));
+    let conn_snapshot = snapshot.clone();
+    let svc_shared = shared.clone();
+    let svc = service_fn(move |req| {
+        let shared = svc_shared.clone();
+        let snapshot = conn_snapshot.clone();
+        async move { Ok::<_, Infallible>(handle(shared, listen, snapshot, req).await) }
+    });
+    let mut drain = shared.drain.watch();
+    let result = match version {
+        Sniffed::Http1 => {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(cfg.timeouts.header_read)
+                .max_buf_size(cfg.max_header_bytes)
+                .serve_connection(io, svc);
+            graceful(conn, &mut drain).await
+        }
+        Sniffed::Http2 => {
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
+                .keep_alive_interval(Some(std::time::Duration::from_secs(20)))
+                .serve_connection(io, svc);
+            graceful(conn, &mut drain).await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%listen, error = %error_chain(&e), "outbound connection ended with an error");
+    }
+}
+
+/// Drives `conn`, switching it to graceful shutdown when draining starts.
+pub(crate) async fn graceful<C>(
+    conn: C,
+    drain: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(), C::Error>
+where
+    C: GracefulConnection,
+{
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        () = draining(drain) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    }
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    listen: SocketAddr,
+    conn_snapshot: Arc<Snapshot>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let start = Instant::now();
+    // Each request runs on the config in force when it started; a listener
+    // that was removed keeps serving its open connections on their config.
+    let now = shared.snapshot();
+    let snapshot = match now.config.outbound_at(listen) {
+        Some(o) if o.protocol == Protocol::Http => now,
+        _ => conn_snapshot,
+    };
+    let Some(entry) = snapshot.config.outbound_at(listen).cloned() else {
+        return error_response(&ProxyError::Unsupported("listener no longer configured"));
+    };
+    let service = entry.service.to_string();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let work = forward(&shared, &snapshot, &entry, req);
+    let result = match snapshot.config.timeouts.request {
+        Some(limit) => tokio::time::timeout(limit, work)
+            .await
+            .unwrap_or(Err(ProxyError::RequestTimeout)),
+        None => work.await,
+    };
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::warn!(%service, %method, %path, error = %error_chain(&e), "outbound request failed");
+            error_response(&e)
+        }
+    };
+    shared.metrics.record_request(
+        Direction::Outbound,
+        &service,
+        resp.status().as_u16(),
+        start.elapsed(),
+    );
+    resp
+}
+
+async fn forward(
+    shared: &Arc<Shared>,
+    snapshot: &Arc<Snapshot>,
+    entry: &Outbound,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ProxyError> {
+    if req.method() == http::Method::CONNECT || req.headers().contains_key(http::header::UPGRADE) {
+        return Err(ProxyError::Unsupported(
+            "connect and upgrade are not proxied",
+        ));
+    }
+    let target = Target {
+        service: entry.service.clone(),
+        port: entry.port,
+        cluster: entry.cluster.clone(),
+    };
+    let rotation = shared.rotation.fetch_add(1, Ordering::Relaxed);
+    let plan = plan(
+        &snapshot.config,
+        &target,
+        &shared.health.at(Instant::now()),
+        rotation,
+    )?;
+    let fallback = format!("{}.{}", entry.service.name, entry.service.namespace);
+    let req = to_h2_request(req.map(|b| b.boxed()), &fallback)
+        .map_err(|_| ProxyError::Unsupported("invalid host"))?;
+    let mut last = None;
+    for candidate in &plan.candidates {
+        match shared.upstreams.sender(shared, snapshot, candidate).await {
+            Ok(mut sender) => {
+                sender.ready().await.map_err(ProxyError::Http)?;
+                let mut resp = sender.send_request(req).await.map_err(ProxyError::Http)?;
+                strip_hop_by_hop(resp.headers_mut());
+                return Ok(resp.map(|b| b.boxed()));
+            }
+            Err(e) if e.try_next_candidate() => {
+                tracing::debug!(%candidate, error = %error_chain(&e), "candidate failed; trying the next");
+                last = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(
+        last.unwrap_or(ProxyError::Plan(crate::plan::PlanError::NoEndpoint {
+            service: entry.service.clone(),
+        })),
+    )
+}

@@ -1,0 +1,158 @@
+//! The binary's entry point: flags, logging, runtime, signals.
+
+use std::error::Error;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use prometheus_client::registry::Registry;
+use tracing::{error, info};
+
+use crate::config::Config;
+use crate::gateway::Gateway;
+
+/// `mesh-gateway --config <file>`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mesh-gateway",
+    about = "The Isthmus east-west gateway",
+    version
+)]
+struct Cli {
+    /// The YAML config file (docs/reference/data-path-config.md).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+/// Parses `args` (the first item is the program name), runs the gateway
+/// until SIGTERM/SIGINT and returns the exit status: 0 after a graceful
+/// drain, 2 for bad flags or a bad config, 1 if a listener cannot be bound.
+/// SIGHUP reloads the config file. Logs go to stderr (`RUST_LOG`, default
+/// `info`).
+pub fn run_cli<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_tracing();
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("bad config: {}", chain(&e));
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config, &cli.config))
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A subscriber may already be set when run in-process (meshctl, tests).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(config: Config, path: &Path) -> ExitCode {
+    info!(
+        file = %path.display(),
+        cluster = %config.cluster,
+        listen = %config.listen,
+        admin = %config.admin,
+        identity = ?config.identity,
+        peers = ?config.peers,
+        exports = ?config.exports,
+        quic = ?config.quic,
+        timeouts = ?config.timeouts,
+        reconnect = ?config.reconnect,
+        "effective config"
+    );
+    let gateway = match Gateway::start(config, Registry::default()).await {
+        Ok(g) => g,
+        Err(e) => {
+            error!("cannot start: {}: {}", path.display(), chain(&e));
+            return if e.is_config_error() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+    };
+    if let Err(e) = signals(&gateway, path).await {
+        error!("cannot install signal handlers: {e}");
+    }
+    let report = gateway.drain().await;
+    info!(abandoned = report.abandoned, "mesh-gateway stopped");
+    ExitCode::SUCCESS
+}
+
+/// Handles SIGHUP (reload) until SIGTERM or SIGINT arrives.
+#[cfg(unix)]
+async fn signals(gateway: &Gateway, path: &Path) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: draining"); return Ok(()); }
+            _ = int.recv() => { info!("SIGINT: draining"); return Ok(()); }
+            _ = hup.recv() => reload(gateway, path),
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn signals(_gateway: &Gateway, _path: &Path) -> std::io::Result<()> {
+    tokio::signal::ctrl_c().await
+}
+
+fn reload(gateway: &Gateway, path: &Path) {
+    match Config::load(path) {
+        Ok(config) => match gateway.reload(config) {
+            Ok(()) => info!(file = %path.display(), "SIGHUP: config reloaded"),
+            Err(e) => error!(
+                "SIGHUP: reload refused, keeping the running config: {}: {}",
+                path.display(),
+                chain(&e)
+            ),
+        },
+        Err(e) => error!("SIGHUP: bad config, keeping the running one: {}", chain(&e)),
+    }
+}
+
+/// `e: cause: cause…` on one line.
+fn chain(e: &dyn Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

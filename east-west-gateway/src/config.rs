@@ -1,0 +1,733 @@
+//! The gateway's YAML config (`docs/reference/data-path-config.md`, section
+//! `mesh-gateway`): serde raw structs, validated once into a typed
+//! [`Config`] that is valid by construction.
+//!
+//! Loading binds no port and does no network I/O; the identity files are
+//! read later, by [`crate::Gateway::start`] and reloads.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use trust_bundle::config::{IdentityConfig, PemFiles};
+use trust_bundle::{SpiffeId, TrustDomain};
+
+/// Why a config file could not be loaded. Every message names the file and,
+/// for validation errors, the key path.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: cannot read", path.display())]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML is malformed, has an unknown key or a value of the wrong type
+    /// (the message carries the line and column).
+    #[error("{file}: {source}")]
+    Yaml {
+        /// The config file.
+        file: String,
+        /// The parser error.
+        #[source]
+        source: serde_yaml_ng::Error,
+    },
+    /// A value is syntactically fine but invalid.
+    #[error("{file}: {key}: {message}")]
+    Invalid {
+        /// The config file.
+        file: String,
+        /// The key path, e.g. `exports[0].endpoints[1].spiffe_id`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+// ---------------------------------------------------------------- raw (serde)
+
+/// The file as written. Serializable so tools and tests can build one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// This cluster's name (a DNS label).
+    pub cluster: String,
+    /// Who the gateway is and whom it trusts.
+    pub identity: RawIdentity,
+    /// UDP `ip:port` of the QUIC listener.
+    pub listen: String,
+    /// TCP `ip:port` of the admin HTTP listener.
+    pub admin: String,
+    /// Linked peer clusters.
+    #[serde(default)]
+    pub peers: Vec<RawPeer>,
+    /// Services of this cluster reachable through the gateway.
+    #[serde(default)]
+    pub exports: Vec<RawExport>,
+    /// QUIC transport settings.
+    #[serde(default)]
+    pub quic: RawQuic,
+    /// Deadlines.
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    /// Reconnect backoff toward peers.
+    #[serde(default)]
+    pub reconnect: RawReconnect,
+}
+
+/// The `identity` section (mirrors [`IdentityConfig`], which is not
+/// serializable).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    /// Our SPIFFE ID.
+    pub spiffe_id: String,
+    /// Issue our own SVID from this CA (`cert`, `key` file paths).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<RawPemFiles>,
+    /// Serve this SVID (`cert`, `key` file paths).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub svid: Option<RawPemFiles>,
+    /// SPIFFE bundle map file.
+    pub bundles: PathBuf,
+    /// Lifetime of SVIDs issued from `ca`, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub svid_ttl_ms: Option<u64>,
+}
+
+/// A certificate file and its key file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPemFiles {
+    /// PEM certificates.
+    pub cert: PathBuf,
+    /// PKCS#8 PEM key.
+    pub key: PathBuf,
+}
+
+/// One `peers[]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPeer {
+    /// The peer cluster's name.
+    pub cluster: String,
+    /// The peer's trust domain.
+    pub trust_domain: String,
+    /// `host:port` of the peer gateway (IP literal or DNS name).
+    pub address: String,
+    /// The only SPIFFE ID accepted for the peer gateway (default: any ID in
+    /// `trust_domain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<String>,
+}
+
+/// One `exports[]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExport {
+    /// `namespace/name`.
+    pub service: String,
+    /// The service port named in tunnel headers.
+    pub port: u16,
+    /// Peer cluster names allowed to reach it.
+    #[serde(default)]
+    pub exported_to: Vec<String>,
+    /// Where it runs.
+    #[serde(default)]
+    pub endpoints: Vec<RawEndpoint>,
+}
+
+/// One endpoint of an export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEndpoint {
+    /// TCP `ip:port` of the workload sidecar's inbound listener.
+    pub address: String,
+    /// The workload's SPIFFE ID.
+    pub spiffe_id: String,
+    /// Where it runs (informational).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<Locality>,
+}
+
+/// A locality.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Locality {
+    /// Region, e.g. `eu-west`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Zone, e.g. `eu-west-1a`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+}
+
+/// The `quic` section, defaults as in the reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawQuic {
+    /// Keep-alive interval, ms (0 = off).
+    pub keep_alive_ms: u64,
+    /// Idle timeout, ms.
+    pub idle_timeout_ms: u64,
+    /// Per-stream receive window, bytes.
+    pub stream_receive_window_bytes: u64,
+    /// Per-connection receive window, bytes.
+    pub receive_window_bytes: u64,
+    /// Per-connection send window, bytes.
+    pub send_window_bytes: u64,
+    /// Concurrent bidirectional streams a peer may open.
+    pub max_concurrent_streams: u64,
+}
+
+impl Default for RawQuic {
+    fn default() -> Self {
+        RawQuic {
+            keep_alive_ms: 2_000,
+            idle_timeout_ms: 10_000,
+            stream_receive_window_bytes: 8_388_608,
+            receive_window_bytes: 67_108_864,
+            send_window_bytes: 67_108_864,
+            max_concurrent_streams: 4_096,
+        }
+    }
+}
+
+/// The `timeouts` section, defaults as in the reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTimeouts {
+    /// Tunnel header deadline, ms.
+    pub header_ms: u64,
+    /// TCP connect / QUIC handshake deadline, ms.
+    pub connect_ms: u64,
+    /// Drain deadline on SIGTERM, ms.
+    pub drain_ms: u64,
+}
+
+impl Default for RawTimeouts {
+    fn default() -> Self {
+        RawTimeouts {
+            header_ms: 5_000,
+            connect_ms: 3_000,
+            drain_ms: 30_000,
+        }
+    }
+}
+
+/// The `reconnect` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawReconnect {
+    /// First backoff, ms.
+    pub initial_backoff_ms: u64,
+    /// Backoff cap, ms.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RawReconnect {
+    fn default() -> Self {
+        RawReconnect {
+            initial_backoff_ms: 100,
+            max_backoff_ms: 10_000,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- typed
+
+/// A validated gateway config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// This cluster's name.
+    pub cluster: String,
+    /// The identity section, paths as written.
+    pub identity: IdentityConfig,
+    /// Directory that relative identity paths are resolved against.
+    pub base_dir: PathBuf,
+    /// Our own trust domain (from `identity.spiffe_id`).
+    pub trust_domain: TrustDomain,
+    /// QUIC listener (UDP).
+    pub listen: SocketAddr,
+    /// Admin listener (TCP).
+    pub admin: SocketAddr,
+    /// Linked peers, by cluster name.
+    pub peers: BTreeMap<String, PeerConfig>,
+    /// Exports, by service key.
+    pub exports: BTreeMap<ServiceKey, Export>,
+    /// QUIC transport settings.
+    pub quic: QuicConfig,
+    /// Deadlines.
+    pub timeouts: Timeouts,
+    /// Reconnect backoff.
+    pub reconnect: ReconnectConfig,
+}
+
+/// A linked peer gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// Its cluster name.
+    pub cluster: String,
+    /// Its trust domain.
+    pub trust_domain: TrustDomain,
+    /// Where to reach it.
+    pub address: PeerAddress,
+    /// The only ID accepted for it, if restricted.
+    pub spiffe_id: Option<SpiffeId>,
+}
+
+impl PeerConfig {
+    /// Whether `id` may act as this peer's gateway.
+    pub fn admits(&self, id: &SpiffeId) -> bool {
+        match &self.spiffe_id {
+            Some(only) => only == id,
+            None => id.is_member_of(&self.trust_domain),
+        }
+    }
+}
+
+/// A peer gateway's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerAddress {
+    /// An IP literal: no DNS.
+    Ip(SocketAddr),
+    /// A DNS name, resolved with hickory and re-resolved at TTL expiry.
+    Dns {
+        /// Host name.
+        host: String,
+        /// UDP port.
+        port: u16,
+    },
+}
+
+impl std::fmt::Display for PeerAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerAddress::Ip(a) => write!(f, "{a}"),
+            PeerAddress::Dns { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+/// `(namespace, service, port)`: how tunnel headers name a service.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Service name.
+    pub service: String,
+    /// Service port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}:{}", self.namespace, self.service, self.port)
+    }
+}
+
+/// An exported service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Export {
+    /// Peer clusters allowed to reach it.
+    pub exported_to: BTreeSet<String>,
+    /// Its endpoints, in config order.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// A local endpoint of an exported service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// TCP address of the workload sidecar's inbound listener.
+    pub address: SocketAddr,
+    /// The workload's identity.
+    pub spiffe_id: SpiffeId,
+    /// Where it runs.
+    pub locality: Option<Locality>,
+}
+
+/// QUIC transport settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuicConfig {
+    /// Keep-alive interval (`None` = off).
+    pub keep_alive: Option<Duration>,
+    /// Idle timeout.
+    pub idle_timeout: Duration,
+    /// Per-stream receive window, bytes.
+    pub stream_receive_window: u64,
+    /// Per-connection receive window, bytes.
+    pub receive_window: u64,
+    /// Per-connection send window, bytes.
+    pub send_window: u64,
+    /// Concurrent bidirectional streams a peer may open.
+    pub max_concurrent_streams: u64,
+}
+
+/// Deadlines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// The tunnel header must arrive within this.
+    pub header: Duration,
+    /// TCP connect to a local endpoint, QUIC handshake to a peer.
+    pub connect: Duration,
+    /// How long SIGTERM waits for in-flight streams.
+    pub drain: Duration,
+}
+
+/// Reconnect backoff bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconnectConfig {
+    /// First delay.
+    pub initial_backoff: Duration,
+    /// Cap.
+    pub max_backoff: Duration,
+}
+
+/// Largest value a QUIC variable-length integer holds (RFC 9000 §16).
+const VARINT_MAX: u64 = (1 << 62) - 1;
+
+impl Config {
+    /// Reads and validates the file at `path`; relative paths inside it are
+    /// resolved against its directory.
+    ///
+    /// # Errors
+    /// [`ConfigError`], naming `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let base = if base.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            base
+        };
+        Self::parse(&text, base, &path.display().to_string())
+    }
+
+    /// Parses and validates YAML text; relative paths resolve against
+    /// `base_dir`. Errors name the file as `<inline>`.
+    ///
+    /// # Errors
+    /// [`ConfigError`].
+    pub fn from_yaml(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        Self::parse(text, base_dir, "<inline>")
+    }
+
+    /// Validates an already parsed [`RawConfig`].
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`].
+    pub fn from_raw(raw: RawConfig, base_dir: &Path, file: &str) -> Result<Config, ConfigError> {
+        Validator { file }.config(raw, base_dir)
+    }
+
+    fn parse(text: &str, base_dir: &Path, file: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|source| ConfigError::Yaml {
+            file: file.to_owned(),
+            source,
+        })?;
+        Self::from_raw(raw, base_dir, file)
+    }
+
+    /// The peer whose gateway may present `id`, if any.
+    pub fn peer_for_id(&self, id: &SpiffeId) -> Option<&PeerConfig> {
+        self.peers.values().find(|p| p.admits(id))
+    }
+}
+
+struct Validator<'a> {
+    file: &'a str,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_owned(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn config(&self, raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> {
+        if !is_dns_label(&raw.cluster) {
+            return Err(self.err("cluster", "must be a DNS label ([a-z0-9-], 1-63 bytes)"));
+        }
+        let id = SpiffeId::parse(&raw.identity.spiffe_id)
+            .map_err(|e| self.err("identity.spiffe_id", e.to_string()))?;
+        let trust_domain = id.trust_domain();
+        let identity = IdentityConfig {
+            spiffe_id: raw.identity.spiffe_id.clone(),
+            ca: raw.identity.ca.map(|p| PemFiles {
+                cert: p.cert,
+                key: p.key,
+            }),
+            svid: raw.identity.svid.map(|p| PemFiles {
+                cert: p.cert,
+                key: p.key,
+            }),
+            bundles: raw.identity.bundles,
+            svid_ttl_ms: raw.identity.svid_ttl_ms,
+        };
+        if identity.ca.is_some() == identity.svid.is_some() {
+            return Err(self.err("identity", "give exactly one of `ca` and `svid`"));
+        }
+        let listen = self.socket_addr("listen", &raw.listen)?;
+        let admin = self.socket_addr("admin", &raw.admin)?;
+
+        let mut peers = BTreeMap::new();
+        let mut tds = BTreeSet::new();
+        for (i, p) in raw.peers.iter().enumerate() {
+            let key = format!("peers[{i}]");
+            let peer = self.peer(&key, p)?;
+            if peer.cluster == raw.cluster {
+                return Err(self.err(format!("{key}.cluster"), "is our own cluster"));
+            }
+            if peer.trust_domain == trust_domain {
+                return Err(self.err(
+                    format!("{key}.trust_domain"),
+                    "is our own trust domain; each cluster needs its own",
+                ));
+            }
+            if !tds.insert(peer.trust_domain.clone()) {
+                return Err(self.err(
+                    format!("{key}.trust_domain"),
+                    "is already used by another peer",
+                ));
+            }
+            if peers.insert(peer.cluster.clone(), peer).is_some() {
+                return Err(self.err(format!("{key}.cluster"), "duplicate peer cluster"));
+            }
+        }
+
+        let mut exports = BTreeMap::new();
+        for (i, e) in raw.exports.iter().enumerate() {
+            let key = format!("exports[{i}]");
+            let (skey, export) = self.export(&key, e, &peers, &trust_domain)?;
+            if exports.insert(skey, export).is_some() {
+                return Err(self.err(
+                    format!("{key}.service"),
+                    "service and port already exported",
+                ));
+            }
+        }
+
+        Ok(Config {
+            cluster: raw.cluster,
+            identity,
+            base_dir: base_dir.to_path_buf(),
+            trust_domain,
+            listen,
+            admin,
+            peers,
+            exports,
+            quic: self.quic(&raw.quic)?,
+            timeouts: self.timeouts(&raw.timeouts)?,
+            reconnect: self.reconnect(&raw.reconnect)?,
+        })
+    }
+
+    fn socket_addr(&self, key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+        s.parse()
+            .map_err(|_| self.err(key, format!("`{s}` is not an ip:port address")))
+    }
+
+    fn peer(&self, key: &str, p: &RawPeer) -> Result<PeerConfig, ConfigError> {
+        if !is_dns_label(&p.cluster) {
+            return Err(self.err(format!("{key}.cluster"), "must be a DNS label"));
+        }
+        let trust_domain = TrustDomain::parse(&p.trust_domain)
+            .map_err(|e| self.err(format!("{key}.trust_domain"), e.to_string()))?;
+        let address = parse_peer_address(&p.address).ok_or_else(|| {
+            self.err(
+                format!("{key}.address"),
+                format!("`{}` is not host:port", p.address),
+            )
+        })?;
+        let spiffe_id = match &p.spiffe_id {
+            None => None,
+            Some(s) => {
+                let id = SpiffeId::parse(s)
+                    .map_err(|e| self.err(format!("{key}.spiffe_id"), e.to_string()))?;
+                if !id.is_member_of(&trust_domain) {
+                    return Err(self.err(
+                        format!("{key}.spiffe_id"),
+                        format!("is not in trust domain {trust_domain}"),
+                    ));
+                }
+                Some(id)
+            }
+        };
+        Ok(PeerConfig {
+            cluster: p.cluster.clone(),
+            trust_domain,
+            address,
+            spiffe_id,
+        })
+    }
+
+    fn export(
+        &self,
+        key: &str,
+        e: &RawExport,
+        peers: &BTreeMap<String, PeerConfig>,
+        own: &TrustDomain,
+    ) -> Result<(ServiceKey, Export), ConfigError> {
+        let (namespace, service) = e
+            .service
+            .split_once('/')
+            .filter(|(ns, name)| is_dns_label(ns) && is_dns_label(name))
+            .ok_or_else(|| {
+                self.err(
+                    format!("{key}.service"),
+                    "must be namespace/name, both DNS labels",
+                )
+            })?;
+        if e.port == 0 {
+            return Err(self.err(format!("{key}.port"), "must be 1-65535"));
+        }
+        let mut exported_to = BTreeSet::new();
+        for (j, c) in e.exported_to.iter().enumerate() {
+            if !peers.contains_key(c) {
+                return Err(self.err(
+                    format!("{key}.exported_to[{j}]"),
+                    format!("`{c}` is not a configured peer cluster"),
+                ));
+            }
+            exported_to.insert(c.clone());
+        }
+        let mut endpoints = Vec::with_capacity(e.endpoints.len());
+        for (j, ep) in e.endpoints.iter().enumerate() {
+            let ekey = format!("{key}.endpoints[{j}]");
+            let address = self.socket_addr(&format!("{ekey}.address"), &ep.address)?;
+            let spiffe_id = SpiffeId::parse(&ep.spiffe_id)
+                .map_err(|err| self.err(format!("{ekey}.spiffe_id"), err.to_string()))?;
+            if !spiffe_id.is_member_of(own) {
+                return Err(self.err(
+                    format!("{ekey}.spiffe_id"),
+                    format!("is not in our trust domain {own}"),
+                ));
+            }
+            endpoints.push(Endpoint {
+                address,
+                spiffe_id,
+                locality: ep.locality.clone(),
+            });
+        }
+        Ok((
+            ServiceKey {
+                namespace: namespace.to_owned(),
+                service: service.to_owned(),
+                port: e.port,
+            },
+            Export {
+                exported_to,
+                endpoints,
+            },
+        ))
+    }
+
+    fn quic(&self, q: &RawQuic) -> Result<QuicConfig, ConfigError> {
+        if q.idle_timeout_ms == 0 {
+            return Err(self.err("quic.idle_timeout_ms", "must be > 0"));
+        }
+        if q.keep_alive_ms >= q.idle_timeout_ms {
+            return Err(self.err("quic.keep_alive_ms", "must be below quic.idle_timeout_ms"));
+        }
+        for (k, v) in [
+            (
+                "quic.stream_receive_window_bytes",
+                q.stream_receive_window_bytes,
+            ),
+            ("quic.receive_window_bytes", q.receive_window_bytes),
+            ("quic.send_window_bytes", q.send_window_bytes),
+            ("quic.max_concurrent_streams", q.max_concurrent_streams),
+        ] {
+            if v == 0 || v > VARINT_MAX {
+                return Err(self.err(k, "must be between 1 and 2^62-1"));
+            }
+        }
+        Ok(QuicConfig {
+            keep_alive: (q.keep_alive_ms > 0).then(|| Duration::from_millis(q.keep_alive_ms)),
+            idle_timeout: Duration::from_millis(q.idle_timeout_ms),
+            stream_receive_window: q.stream_receive_window_bytes,
+            receive_window: q.receive_window_bytes,
+            send_window: q.send_window_bytes,
+            max_concurrent_streams: q.max_concurrent_streams,
+        })
+    }
+
+    fn timeouts(&self, t: &RawTimeouts) -> Result<Timeouts, ConfigError> {
+        for (k, v) in [
+            ("timeouts.header_ms", t.header_ms),
+            ("timeouts.connect_ms", t.connect_ms),
+        ] {
+            if v == 0 {
+                return Err(self.err(k, "must be > 0"));
+            }
+        }
+        Ok(Timeouts {
+            header: Duration::from_millis(t.header_ms),
+            connect: Duration::from_millis(t.connect_ms),
+            drain: Duration::from_millis(t.drain_ms),
+        })
+    }
+
+    fn reconnect(&self, r: &RawReconnect) -> Result<ReconnectConfig, ConfigError> {
+        if r.initial_backoff_ms == 0 {
+            return Err(self.err("reconnect.initial_backoff_ms", "must be > 0"));
+        }
+        if r.max_backoff_ms < r.initial_backoff_ms {
+            return Err(self.err(
+                "reconnect.max_backoff_ms",
+                "must be at least reconnect.initial_backoff_ms",
+            ));
+        }
+        Ok(ReconnectConfig {
+            initial_backoff: Duration::from_millis(r.initial_backoff_ms),
+            max_backoff: Duration::from_millis(r.max_backoff_ms),
+        })
+    }
+}
+
+/// A DNS label: 1–63 bytes of `[a-z0-9-]`, no leading or trailing `-`.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// `ip:port`, `[v6]:port` or `host:port` with a DNS host name.
+fn parse_peer_address(s: &str) -> Option<PeerAddress> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Some(PeerAddress::Ip(a));
+    }
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    ok.then(|| PeerAddress::Dns {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+#[cfg(test)]
+mod tests;

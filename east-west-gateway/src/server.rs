@@ -1,0 +1,123 @@
+//! The QUIC accept side: connections from local sidecars and peer gateways,
+//! and the dispatch of each bidirectional stream to [`crate::forward`]
+//! (sidecar → peer) or [`crate::inbound`] (peer → local endpoint).
+//!
+//! Every stream is counted in [`InFlight`] from accept to its end, and runs
+//! on the config snapshot current when it was accepted.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use tracing::{debug, info_span, Instrument};
+use tunnel_proto::{code, Acceptor, RejectReason};
+
+use crate::endpoint;
+use crate::handshake;
+use crate::metrics::{Direction, Metrics, StreamOutcome};
+use crate::peers::PeerPool;
+use crate::route::{self, Caller};
+use crate::state::{ConfigCell, Health, InFlight, Status};
+
+/// Everything a stream needs, shared by all connections.
+pub struct Ctx {
+    /// The current config.
+    pub config: Arc<ConfigCell>,
+    /// Endpoint cool-downs.
+    pub health: Health,
+    /// Streams in flight.
+    pub inflight: Arc<InFlight>,
+    /// Ready/draining flags.
+    pub status: Arc<Status>,
+    /// Metric handles.
+    pub metrics: Metrics,
+    /// Connections to peer gateways.
+    pub pool: PeerPool,
+    /// Round-robin counter over endpoints.
+    pub round_robin: AtomicUsize,
+}
+
+/// Accepts connections until the endpoint closes; refuses new ones while
+/// draining.
+pub async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<Ctx>) {
+    while let Some(incoming) = endpoint.accept().await {
+        if ctx.status.is_draining() {
+            incoming.refuse();
+            continue;
+        }
+        tokio::spawn(connection(incoming, ctx.clone()));
+    }
+}
+
+async fn connection(incoming: quinn::Incoming, ctx: Arc<Ctx>) {
+    let remote = incoming.remote_address();
+    let timeout = ctx.config.load().timeouts.connect;
+    let conn = match tokio::time::timeout(timeout, incoming).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            ctx.metrics.handshake_failed();
+            debug!(%remote, error = %e, "inbound handshake failed");
+            return;
+        }
+        Err(_) => {
+            ctx.metrics.handshake_failed();
+            debug!(%remote, "inbound handshake timed out");
+            return;
+        }
+    };
+    let Some(id) = endpoint::peer_id(&conn) else {
+        // The verifier requires a SPIFFE client certificate; without one
+        // there is no caller to route for.
+        conn.close(code::CLOSE_NORMAL.into(), b"no client identity");
+        return;
+    };
+    let span = info_span!("conn", %remote, peer_id = %id);
+    async move {
+        debug!("connection up");
+        let mut stream_no = 0u64;
+        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+            stream_no += 1;
+            if ctx.status.is_draining() {
+                handshake::abort(&mut send, &mut recv, code::DRAINING);
+                continue;
+            }
+            let guard = ctx.inflight.enter();
+            let config = ctx.config.load();
+            let ctx = ctx.clone();
+            let caller = route::classify(&config, &id);
+            let span = info_span!("stream", n = stream_no);
+            tokio::spawn(
+                async move {
+                    let _guard = guard;
+                    match caller {
+                        Some(Caller::Sidecar(_)) => {
+                            crate::forward::outbound(&ctx, config, send, recv).await;
+                        }
+                        Some(Caller::Peer { cluster, .. }) => {
+                            crate::inbound::inbound(&ctx, config, &cluster, send, recv).await;
+                        }
+                        None => unauthorized(&ctx.metrics, send, recv).await,
+                    }
+                }
+                .instrument(span),
+            );
+        }
+        debug!(reason = ?conn.close_reason(), "connection closed");
+    }
+    .instrument(span)
+    .await;
+}
+
+/// A caller no longer admitted by the config (e.g. its peer was removed by
+/// a reload): reject without reading the header.
+async fn unauthorized(metrics: &Metrics, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let mut acceptor = Acceptor::new(handshake::now(), std::time::Duration::ZERO);
+    let reject = Some((
+        RejectReason::Unauthorized,
+        "caller is not a linked peer or a local workload",
+    ));
+    let _ = handshake::respond(&mut send, &mut recv, &mut acceptor, reject).await;
+    metrics.stream(
+        Direction::Inbound,
+        &StreamOutcome::Rejected(RejectReason::Unauthorized),
+    );
+}

@@ -275,12 +275,7 @@ fn inbound_entry(i: usize, e: &RawInbound) -> Result<Inbound, ConfigError> {
             ))
         }
     };
-    if e.allow.is_empty() {
-        return Err(invalid(
-            format!("{k}.allow"),
-            "an empty list refuses every caller".to_owned(),
-        ));
-    }
+    // An empty list is valid and refuses every caller.
     let mut allow = Vec::with_capacity(e.allow.len());
     for (j, a) in e.allow.iter().enumerate() {
         allow.push(AllowEntry::parse(a).map_err(|p| invalid(format!("{k}.allow[{j}]"), p))?);

@@ -9,7 +9,7 @@
 //! | `isthmus_gateway_handshake_failures_total` | counter | — |
 //! | `isthmus_gateway_bytes_total` | counter | `direction`: bytes spliced, outbound = toward the peer cluster |
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -17,7 +17,7 @@ use prometheus_client::registry::Registry;
 use tunnel_proto::RejectReason;
 
 /// Which way a stream goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
     /// From a local sidecar to a peer cluster.
     Outbound,
@@ -26,7 +26,7 @@ pub enum Direction {
 }
 
 /// How a stream ended its handshake.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StreamResult {
     /// Accepted and spliced.
     Accepted,
@@ -34,6 +34,27 @@ pub enum StreamResult {
     Rejected,
     /// Reset or timed out before a response.
     Failed,
+}
+
+impl EncodeLabelValue for Direction {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let s = match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        };
+        EncodeLabelValue::encode(&s, encoder)
+    }
+}
+
+impl EncodeLabelValue for StreamResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let s = match self {
+            StreamResult::Accepted => "accepted",
+            StreamResult::Rejected => "rejected",
+            StreamResult::Failed => "failed",
+        };
+        EncodeLabelValue::encode(&s, encoder)
+    }
 }
 
 /// Labels of `isthmus_gateway_streams_total`.

@@ -1,0 +1,199 @@
+//! Tunnel streams end to end: sidecar → gateway A ══QUIC══ gateway B → TCP
+//! echo server, and every reject reason on the way.
+
+mod common;
+
+use common::*;
+use tunnel_proto::{OpenerEvent, RejectReason};
+
+fn rejected(ev: &OpenerEvent) -> Option<RejectReason> {
+    match ev {
+        OpenerEvent::Rejected { reason, .. } => Some(*reason),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_round_trip_and_fin_propagates() -> anyhow::Result<()> {
+    let p = Pair::new().await;
+    let sc = p.sidecar().await;
+    let (ev, mut send, mut recv) = sc.open(&p.echo_header()).await?;
+    assert!(matches!(ev, OpenerEvent::Accepted { .. }), "{ev:?}");
+
+    // A first exchange proves bytes flow both ways before any FIN.
+    send.write_all(b"ping").await?;
+    let mut buf = [0u8; 4];
+    recv.read_exact(&mut buf).await?;
+    assert_eq!(&buf, b"ping");
+
+    // 1 MiB, then FIN: the echo server sees the FIN only if it propagates
+    // through both gateways, and only then half-closes back.
+    let payload: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    send.write_all(&payload).await?;
+    send.finish()?;
+    let back = read_to_end(&mut recv).await?;
+    assert_eq!(back.len(), payload.len());
+    assert!(back == payload, "echoed bytes differ");
+
+    let metrics = http_get(p.gw_a.admin_addr(), "/metrics").await?.1;
+    assert!(
+        metrics
+            .contains(r#"isthmus_gateway_streams_total{direction="outbound",result="accepted"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"isthmus_gateway_peer_connections{peer="cluster-b"} 1"#),
+        "{metrics}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_exported_unknown_service_and_no_healthy_endpoint_are_rejected() -> anyhow::Result<()> {
+    let p = Pair::new().await;
+    let sc = p.sidecar().await;
+    let echo_id = p.b.workload_id("echo");
+
+    let (ev, ..) = sc
+        .open(&header("cluster-b", "default/private", 8080, &echo_id))
+        .await?;
+    assert_eq!(rejected(&ev), Some(RejectReason::NotExported), "{ev:?}");
+
+    let (ev, ..) = sc
+        .open(&header("cluster-b", "default/nope", 8080, &echo_id))
+        .await?;
+    assert_eq!(rejected(&ev), Some(RejectReason::UnknownService), "{ev:?}");
+
+    // Same service, other port: no such export either.
+    let (ev, ..) = sc
+        .open(&header("cluster-b", "default/echo", 9090, &echo_id))
+        .await?;
+    assert_eq!(rejected(&ev), Some(RejectReason::UnknownService), "{ev:?}");
+
+    let (ev, ..) = sc
+        .open(&header("cluster-b", "default/down", 8080, &echo_id))
+        .await?;
+    assert_eq!(
+        rejected(&ev),
+        Some(RejectReason::NoHealthyEndpoint),
+        "{ev:?}"
+    );
+
+    // An expected identity no endpoint has.
+    let other = p.b.workload_id("other");
+    let (ev, ..) = sc
+        .open(&header("cluster-b", "default/echo", 8080, &other))
+        .await?;
+    assert_eq!(
+        rejected(&ev),
+        Some(RejectReason::NoHealthyEndpoint),
+        "{ev:?}"
+    );
+
+    let (ev, ..) = sc
+        .open(&header(
+            "cluster-z",
+            "default/echo",
+            8080,
+            "spiffe://cluster-z.mesh/x",
+        ))
+        .await?;
+    assert_eq!(rejected(&ev), Some(RejectReason::UnknownCluster), "{ev:?}");
+
+    let metrics = http_get(p.gw_b.admin_addr(), "/metrics").await?.1;
+    assert!(
+        metrics.contains(r#"isthmus_gateway_stream_rejects_total{reason="not_exported"} 1"#),
+        "{metrics}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_peer_is_peer_unavailable() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let a = Cluster::new(dir.path(), "cluster-a");
+    let b = Cluster::new(dir.path(), "cluster-b");
+    a.write_bundles(&[&a, &b]);
+    // B's gateway address has nothing listening.
+    let gw_a = start(a.config(&a_yaml(&a, &b, "127.0.0.1:9".parse()?, 1000))).await;
+    let sc = Sidecar::connect(&a, &[&a], gw_a.quic_addr()).await?;
+    let (ev, ..) = sc
+        .open(&header(
+            "cluster-b",
+            "default/echo",
+            8080,
+            &b.workload_id("echo"),
+        ))
+        .await?;
+    assert_eq!(rejected(&ev), Some(RejectReason::PeerUnavailable), "{ev:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlinked_trust_domain_is_refused_at_the_handshake() -> anyhow::Result<()> {
+    let p = Pair::new().await;
+    let dir = tempfile::tempdir()?;
+    let x = Cluster::new(dir.path(), "cluster-x");
+    let before = p.gw_a.metrics().handshake_failures();
+    // A gateway of an unlinked cluster, trusting A: A must still refuse it.
+    let attempt = Sidecar::connect_as(
+        &x,
+        &x.gateway_id(),
+        &[&p.a, &x],
+        p.gw_a.quic_addr(),
+        trust_bundle::Authorizer::Any,
+    )
+    .await;
+    if let Ok(sc) = attempt {
+        // TLS 1.3: the client may finish before the server rejects its
+        // certificate; the connection must then be closed.
+        let err = sc.conn.closed().await;
+        assert!(
+            !matches!(err, quinn::ConnectionError::LocallyClosed),
+            "{err:?}"
+        );
+        assert!(sc.open(&p.echo_header()).await.is_err());
+    }
+    let gw = &p.gw_a;
+    eventually("handshake failure counted", || async {
+        gw.metrics().handshake_failures() > before
+    })
+    .await?;
+    // A keeps serving its own sidecars.
+    let sc = p.sidecar().await;
+    let (ev, ..) = sc.open(&p.echo_header()).await?;
+    assert!(matches!(ev, OpenerEvent::Accepted { .. }), "{ev:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_cannot_use_us_as_a_transit() -> anyhow::Result<()> {
+    // A's sidecar asks B's gateway directly (as if it were B's peer) for a
+    // cluster other than B: B refuses UnknownCluster. Here the "peer" is a
+    // client with A's gateway identity.
+    let p = Pair::new().await;
+    let peer = Sidecar::connect_as(
+        &p.a,
+        &p.a.gateway_id(),
+        &[&p.b],
+        p.gw_b.quic_addr(),
+        trust_bundle::Authorizer::Any,
+    )
+    .await?;
+    let (ev, ..) = peer
+        .open(&header(
+            "cluster-c",
+            "default/echo",
+            8080,
+            &p.c.workload_id("echo"),
+        ))
+        .await?;
+    assert_eq!(rejected(&ev), Some(RejectReason::UnknownCluster), "{ev:?}");
+    // And the same client reaches B's echo as a peer.
+    let (ev, mut send, mut recv) = peer.open(&p.echo_header()).await?;
+    assert!(matches!(ev, OpenerEvent::Accepted { .. }), "{ev:?}");
+    send.write_all(b"direct").await?;
+    send.finish()?;
+    assert_eq!(read_to_end(&mut recv).await?, b"direct");
+    Ok(())
+}

@@ -73,13 +73,19 @@ async fn run(config: Config, path: PathBuf) -> ExitCode {
         config = %serde_json::to_string(&config).unwrap_or_default(),
         "effective config"
     );
+    let path_shown = path.display().to_string();
     let sidecar = match Sidecar::start(config, Some(path), Registry::default()).await {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!("cannot start: {}", error_chain(&e));
             return match e {
-                StartError::Identity(_) => ExitCode::from(EXIT_BAD_CONFIG),
-                _ => ExitCode::from(EXIT_START_FAILED),
+                StartError::Identity(e) => {
+                    tracing::error!("invalid config: {}: {}", path_shown, error_chain(&e));
+                    ExitCode::from(EXIT_BAD_CONFIG)
+                }
+                e => {
+                    tracing::error!("cannot start: {}", error_chain(&e));
+                    ExitCode::from(EXIT_START_FAILED)
+                }
             };
         }
     };
@@ -125,5 +131,6 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }

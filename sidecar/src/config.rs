@@ -56,7 +56,7 @@ pub enum ConfigError {
     /// The YAML does not match the schema (unknown key, wrong type, missing
     /// key); serde's message carries the key path and line.
     #[error("{0}")]
-    Syntax(#[source] serde_yaml_ng::Error),
+    Syntax(serde_yaml_ng::Error),
     /// A value has the right type but is invalid.
     #[error("{key}: {problem}")]
     Invalid {
@@ -66,7 +66,7 @@ pub enum ConfigError {
         problem: String,
     },
     /// An error in a named file.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     InFile {
         /// The config file.
         path: PathBuf,

@@ -16,6 +16,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_millis(3000);
 /// two more hops, debug builds on a loaded 2-core machine.
 const MARGIN: Duration = Duration::from_millis(7000);
 
+#[allow(clippy::print_stderr)] // reports the measured time to failure
 fn kill_gateway_mid_transfer(test: &str, victim: &str) -> Result<()> {
     let mut s = Standard::start(test, Parts::WEB)?;
     let root = s.nginx()?.root().to_owned();

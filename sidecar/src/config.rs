@@ -482,3 +482,7 @@ fn ms<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 fn opt_ms<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     ms(&d.unwrap_or(Duration::ZERO), s)
 }
+
+#[cfg(test)]
+#[path = "config/tests.rs"]
+mod tests;

@@ -175,7 +175,7 @@ mod tests {
         a.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
         let (v, prefix) = sniff_http(&mut b).await.unwrap().unwrap();
         assert_eq!(v, Sniffed::Http1);
-        assert_eq!(&prefix[..], b"G");
+        assert!(prefix.starts_with(b"G"));
         let mut io = PrefixedIo::new(prefix, b);
         let mut out = vec![0u8; 16];
         io.read_exact(&mut out).await.unwrap();

@@ -1,0 +1,269 @@
+use std::path::Path;
+
+use super::*;
+
+const VALID: &str = r#"
+cluster: cluster-a
+identity:
+  spiffe_id: spiffe://cluster-a.mesh/ns/default/sa/frontend
+  ca: { cert: ca.pem, key: ca-key.pem }
+  bundles: bundles.json
+admin: 127.0.1.20:15000
+locality: { region: eu-west, zone: eu-west-1a }
+gateway:
+  address: 127.0.1.1:15443
+  spiffe_id: spiffe://cluster-a.mesh/ns/isthmus-system/sa/east-west-gateway
+outbound:
+  - { listen: "127.0.1.20:18080", service: default/backend, port: 8080, protocol: http }
+  - { listen: "127.0.1.20:18081", service: default/db, port: 5432, protocol: tcp, cluster: cluster-b }
+inbound:
+  - listen: 127.0.1.20:15006
+    protocol: http
+    app: 127.0.0.1:8080
+    app_protocol: h2c
+    allow: [spiffe://cluster-a.mesh/ns/default/sa/web, "spiffe://cluster-b.mesh/*"]
+services:
+  - service: default/backend
+    port: 8080
+    endpoints:
+      - address: 127.0.1.30:15006
+        spiffe_id: spiffe://cluster-a.mesh/ns/default/sa/backend
+        locality: { region: eu-west, zone: eu-west-1a }
+    remote:
+      - { cluster: cluster-b, spiffe_id: spiffe://cluster-b.mesh/ns/default/sa/backend }
+  - service: default/db
+    port: 5432
+    remote:
+      - { cluster: cluster-b, spiffe_id: spiffe://cluster-b.mesh/ns/default/sa/db }
+timeouts: { connect_ms: 1000, request_ms: 0 }
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_yaml(text, Path::new("/etc/isthmus"))
+}
+
+/// `VALID` with the line containing `needle` replaced by `with`.
+fn edit(needle: &str, with: &str) -> String {
+    assert!(VALID.contains(needle), "{needle}");
+    VALID.replacen(needle, with, 1)
+}
+
+fn err(text: &str) -> String {
+    match parse(text) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn the_reference_example_parses_with_defaults() {
+    let c = parse(VALID).unwrap();
+    assert_eq!(c.cluster, "cluster-a");
+    assert_eq!(c.admin, "127.0.1.20:15000".parse().unwrap());
+    assert_eq!(c.outbound[1].cluster.as_deref(), Some("cluster-b"));
+    assert_eq!(c.outbound[1].protocol, Protocol::Tcp);
+    assert_eq!(c.inbound[0].app_protocol, AppProtocol::H2c);
+    assert_eq!(c.timeouts.connect, Duration::from_millis(1000));
+    assert_eq!(c.timeouts.request, None);
+    assert_eq!(
+        c.timeouts.header_read,
+        Duration::from_millis(DEFAULT_HEADER_READ_MS)
+    );
+    assert_eq!(c.timeouts.drain, Duration::from_millis(DEFAULT_DRAIN_MS));
+    assert_eq!(c.max_header_bytes, DEFAULT_MAX_HEADER_BYTES);
+    let gw = c.gateway.as_ref().unwrap();
+    assert_eq!(gw.keep_alive, Duration::from_millis(2000));
+    assert_eq!(gw.idle_timeout, Duration::from_millis(10_000));
+    assert_eq!(c.base_dir, Path::new("/etc/isthmus"));
+    assert_eq!(c.listeners().len(), 4);
+}
+
+#[test]
+fn allow_entries_match_ids_and_whole_trust_domains() {
+    let c = parse(VALID).unwrap();
+    let allow = &c.inbound[0].allow;
+    let id = |s: &str| SpiffeId::parse(s).unwrap();
+    assert!(allow.allows(&id("spiffe://cluster-a.mesh/ns/default/sa/web")));
+    assert!(!allow.allows(&id("spiffe://cluster-a.mesh/ns/default/sa/other")));
+    assert!(allow.allows(&id("spiffe://cluster-b.mesh/ns/x/sa/y")));
+    assert!(!allow.allows(&id("spiffe://cluster-c.mesh/ns/x/sa/y")));
+}
+
+#[test]
+fn each_invalid_value_names_its_key() {
+    let cases: Vec<(String, &str)> = vec![
+        (
+            edit("cluster: cluster-a", "cluster: Cluster_A"),
+            "cluster: ",
+        ),
+        (
+            edit(
+                "spiffe_id: spiffe://cluster-a.mesh/ns/default/sa/frontend",
+                "spiffe_id: http://x",
+            ),
+            "identity.spiffe_id: ",
+        ),
+        (
+            edit("admin: 127.0.1.20:15000", "admin: localhost"),
+            "admin: \"localhost\" is not ip:port",
+        ),
+        (
+            edit("address: 127.0.1.1:15443", "address: nope"),
+            "gateway.address: ",
+        ),
+        (
+            edit(
+                "service: default/backend, port: 8080, protocol: http",
+                "service: default/x, port: 8080, protocol: http",
+            ),
+            "outbound[0].service: default/x is not in services",
+        ),
+        (
+            edit(
+                "service: default/db, port: 5432, protocol: tcp",
+                "service: default/db, port: 5433, protocol: tcp",
+            ),
+            "outbound[1].port: default/db has no port 5433 in services",
+        ),
+        (
+            edit(
+                "port: 8080, protocol: http }",
+                "port: 8080, protocol: udp }",
+            ),
+            "outbound[0].protocol: \"udp\" is not http or tcp",
+        ),
+        (
+            edit(
+                "protocol: tcp, cluster: cluster-b",
+                "protocol: tcp, cluster: cluster-z",
+            ),
+            "outbound[1].cluster: default/db:5432 has no remote entry for cluster cluster-z",
+        ),
+        (
+            edit(
+                "listen: \"127.0.1.20:18081\"",
+                "listen: \"127.0.1.20:18080\"",
+            ),
+            "outbound[1].listen: 127.0.1.20:18080 is already used by outbound[0].listen",
+        ),
+        (
+            edit("listen: 127.0.1.20:15006", "listen: 127.0.1.20:15000"),
+            "inbound[0].listen: 127.0.1.20:15000 is already used by admin",
+        ),
+        (
+            edit(
+                "\"spiffe://cluster-b.mesh/*\"",
+                "\"spiffe://cluster-b.mesh/**\"",
+            ),
+            "inbound[0].allow[1]: ",
+        ),
+        (
+            edit("app_protocol: h2c", "app_protocol: h3"),
+            "inbound[0].app_protocol: ",
+        ),
+        (
+            edit(
+                "    protocol: http\n    app:",
+                "    protocol: tcp\n    app:",
+            ),
+            "inbound[0].app_protocol: only valid with protocol http",
+        ),
+        (
+            edit(
+                "spiffe_id: spiffe://cluster-a.mesh/ns/default/sa/backend",
+                "spiffe_id: https://cluster-a.mesh/x",
+            ),
+            "services[0].endpoints[0].spiffe_id: ",
+        ),
+        (
+            edit("address: 127.0.1.30:15006", "address: 127.0.1.30"),
+            "services[0].endpoints[0].address: ",
+        ),
+        (
+            edit("    port: 5432\n", "    port: 0\n"),
+            "services[1].port: 0 is not a port",
+        ),
+        (
+            edit(
+                "- service: default/db\n    port: 5432",
+                "- service: default/backend\n    port: 8080",
+            ),
+            "services[1]: default/backend:8080 is listed twice",
+        ),
+        (
+            edit(
+                "{ cluster: cluster-b, spiffe_id: spiffe://cluster-b.mesh/ns/default/sa/backend }",
+                "{ cluster: cluster-a, spiffe_id: spiffe://cluster-b.mesh/ns/default/sa/backend }",
+            ),
+            "services[0].remote[0].cluster: cluster-a is our own cluster",
+        ),
+        (
+            edit("service: default/db\n", "service: default\n"),
+            "services[1].service: ",
+        ),
+        (
+            edit("connect_ms: 1000", "connect_ms: 0"),
+            "timeouts.connect_ms: must be greater than 0",
+        ),
+        (
+            format!("{VALID}max_header_bytes: 100\n"),
+            "max_header_bytes: 100 is outside",
+        ),
+    ];
+    for (text, want) in cases {
+        let got = err(&text);
+        assert!(got.starts_with(want), "want {want:?}, got {got:?}");
+    }
+}
+
+#[test]
+fn remote_entries_need_a_gateway() {
+    let text = edit(
+        "gateway:\n  address: 127.0.1.1:15443\n  spiffe_id: spiffe://cluster-a.mesh/ns/isthmus-system/sa/east-west-gateway\n",
+        "",
+    );
+    let got = err(&text);
+    assert!(got.starts_with("services[0].remote[0]: "), "{got}");
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_path() {
+    let got = err(&edit("timeouts: {", "timeouts: { bogus_ms: 1,"));
+    assert!(
+        got.contains("timeouts") && got.contains("bogus_ms"),
+        "{got}"
+    );
+    let got = err(&format!("{VALID}extra: 1\n"));
+    assert!(got.contains("unknown field `extra`"), "{got}");
+}
+
+#[test]
+fn load_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sidecar.yaml");
+    std::fs::write(&path, edit("cluster: cluster-a", "cluster: -bad")).unwrap();
+    let e = Config::load(&path).err().unwrap();
+    let chain = crate::errors::error_chain(&e);
+    assert!(
+        chain.starts_with(&format!("{}: cluster: ", path.display())),
+        "{chain}"
+    );
+    let e = Config::load(&dir.path().join("missing.yaml"))
+        .err()
+        .unwrap();
+    assert!(matches!(e, ConfigError::Read { .. }));
+    std::fs::write(&path, VALID).unwrap();
+    assert_eq!(Config::load(&path).unwrap().base_dir, dir.path());
+}
+
+#[test]
+fn config_dump_uses_ms_and_omits_the_identity_files() {
+    let c = parse(VALID).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&c.to_json()).unwrap();
+    assert_eq!(v["timeouts"]["connect_ms"], 1000);
+    assert_eq!(v["gateway"]["idle_timeout_ms"], 10_000);
+    assert_eq!(v["outbound"][0]["service"], "default/backend");
+    assert_eq!(v["inbound"][0]["allow"][1], "spiffe://cluster-b.mesh/*");
+    assert!(v.get("identity").is_none());
+    assert!(!c.to_json().contains("ca-key.pem"));
+}

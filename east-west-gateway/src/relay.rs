@@ -260,7 +260,12 @@ impl SpliceWrite for QuicWrite {
     }
 
     async fn finish(&mut self) {
-        let _ = self.0.finish();
+        if self.0.finish().is_ok() {
+            // Wait until the peer acknowledged everything, so that the
+            // stream counts as in flight (for drain) until its bytes landed.
+            // Bounded by the connection's idle timeout.
+            let _ = self.0.stopped().await;
+        }
     }
 
     fn reset(&mut self, code: u32) {

@@ -99,6 +99,16 @@ impl Cluster {
     }
 }
 
+/// Logs to the test output when `RUST_LOG` is set.
+pub fn init_tracing() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 pub async fn start(config: Config) -> Gateway {
     Gateway::start(config, Registry::default()).await.unwrap()
 }
@@ -329,6 +339,7 @@ impl Pair {
     }
 
     pub async fn with_drain(drain_ms: u64) -> Pair {
+        init_tracing();
         let dir = tempfile::tempdir().unwrap();
         let a = Cluster::new(dir.path(), "cluster-a");
         let b = Cluster::new(dir.path(), "cluster-b");

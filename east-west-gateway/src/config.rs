@@ -29,7 +29,7 @@ pub enum ConfigError {
     },
     /// The YAML is malformed, has an unknown key or a value of the wrong type
     /// (the message carries the line and column).
-    #[error("{file}: {source}")]
+    #[error("{file}")]
     Yaml {
         /// The config file.
         file: String,

@@ -30,7 +30,7 @@ use crate::state::{ConfigCell, Health, InFlight, Status};
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The identity section could not be loaded (a config error).
-    #[error("identity")]
+    #[error("loading the identity")]
     Identity(#[source] IdentityConfigError),
     /// The QUIC endpoint could not be set up or bound.
     #[error("quic listener")]
@@ -64,7 +64,7 @@ pub enum ReloadError {
         key: &'static str,
     },
     /// The new identity section does not load.
-    #[error("identity")]
+    #[error("loading the identity")]
     Identity(#[source] IdentityConfigError),
     /// The new QUIC settings do not make a server config.
     #[error("quic settings")]

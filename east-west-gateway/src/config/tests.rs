@@ -1,1 +1,270 @@
-//! Config tests.
+use super::*;
+
+/// The example of docs/reference/data-path-config.md (gateway section).
+const REFERENCE: &str = r#"
+cluster: cluster-b
+identity:
+  spiffe_id: spiffe://cluster-b.mesh/ns/isthmus-system/sa/east-west-gateway
+  ca: { cert: ca.pem, key: ca-key.pem }
+  bundles: bundles.json
+listen: 127.0.2.1:15443
+admin: 127.0.2.1:15021
+peers:
+  - cluster: cluster-a
+    trust_domain: cluster-a.mesh
+    address: 127.0.1.1:15443
+    spiffe_id: spiffe://cluster-a.mesh/ns/isthmus-system/sa/east-west-gateway
+  - cluster: cluster-c
+    trust_domain: cluster-c.mesh
+    address: gw.cluster-c.example:15443
+exports:
+  - service: default/backend
+    port: 8080
+    exported_to: [cluster-a]
+    endpoints:
+      - address: 127.0.2.10:15006
+        spiffe_id: spiffe://cluster-b.mesh/ns/default/sa/backend
+        locality: { region: eu-west, zone: eu-west-1a }
+quic:
+  keep_alive_ms: 2000
+  idle_timeout_ms: 10000
+  stream_receive_window_bytes: 8388608
+  receive_window_bytes: 67108864
+  send_window_bytes: 67108864
+  max_concurrent_streams: 4096
+timeouts:
+  header_ms: 5000
+  connect_ms: 3000
+  drain_ms: 30000
+reconnect:
+  initial_backoff_ms: 100
+  max_backoff_ms: 10000
+"#;
+
+fn parse(yaml: &str) -> Result<Config, ConfigError> {
+    Config::from_yaml(yaml, Path::new("/etc/isthmus"))
+}
+
+fn invalid_key(yaml: &str) -> String {
+    match parse(yaml) {
+        Err(ConfigError::Invalid { key, .. }) => key,
+        other => panic!("expected a validation error, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_reference_example_parses() {
+    let c = parse(REFERENCE).unwrap();
+    assert_eq!(c.cluster, "cluster-b");
+    assert_eq!(c.trust_domain.as_str(), "cluster-b.mesh");
+    assert_eq!(c.listen, "127.0.2.1:15443".parse().unwrap());
+    assert_eq!(c.base_dir, Path::new("/etc/isthmus"));
+    let a = &c.peers["cluster-a"];
+    assert_eq!(
+        a.address,
+        PeerAddress::Ip("127.0.1.1:15443".parse().unwrap())
+    );
+    assert!(a.spiffe_id.is_some());
+    assert_eq!(
+        c.peers["cluster-c"].address,
+        PeerAddress::Dns {
+            host: "gw.cluster-c.example".into(),
+            port: 15443
+        }
+    );
+    let key = ServiceKey {
+        namespace: "default".into(),
+        service: "backend".into(),
+        port: 8080,
+    };
+    let e = &c.exports[&key];
+    assert!(e.exported_to.contains("cluster-a"));
+    assert_eq!(
+        e.endpoints[0].locality.as_ref().unwrap().zone.as_deref(),
+        Some("eu-west-1a")
+    );
+    assert_eq!(c.quic.keep_alive, Some(Duration::from_secs(2)));
+    assert_eq!(c.timeouts.drain, Duration::from_secs(30));
+    assert_eq!(c.reconnect.max_backoff, Duration::from_secs(10));
+}
+
+#[test]
+fn omitted_sections_take_the_documented_defaults() {
+    let c = parse(
+        "cluster: a\nidentity: { spiffe_id: 'spiffe://a.mesh/gw', svid: { cert: s.pem, key: k.pem }, bundles: b.json }\nlisten: 127.0.0.1:1\nadmin: 127.0.0.1:2\n",
+    )
+    .unwrap();
+    let full = parse(REFERENCE).unwrap();
+    assert_eq!(c.quic, full.quic);
+    assert_eq!(c.timeouts, full.timeouts);
+    assert_eq!(c.reconnect, full.reconnect);
+    assert!(c.peers.is_empty() && c.exports.is_empty());
+}
+
+#[test]
+fn a_raw_config_round_trips_through_yaml() {
+    let raw: RawConfig = serde_yaml_ng::from_str(REFERENCE).unwrap();
+    let text = serde_yaml_ng::to_string(&raw).unwrap();
+    assert_eq!(parse(&text).unwrap(), parse(REFERENCE).unwrap());
+}
+
+#[test]
+fn unknown_keys_are_errors_naming_the_key() {
+    let err = parse(&REFERENCE.replace("  drain_ms:", "  drian_ms:")).unwrap_err();
+    assert!(matches!(err, ConfigError::Yaml { .. }));
+    let msg = format!("{}", std::error::Error::source(&err).unwrap());
+    assert!(msg.contains("drian_ms"), "{msg}");
+}
+
+#[test]
+fn load_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.yaml");
+    std::fs::write(
+        &path,
+        REFERENCE.replace("cluster: cluster-b", "cluster: Cluster_B"),
+    )
+    .unwrap();
+    let err = Config::load(&path).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with(&path.display().to_string()), "{msg}");
+    assert!(msg.contains(": cluster: "), "{msg}");
+    assert!(matches!(
+        Config::load(&dir.path().join("missing.yaml")),
+        Err(ConfigError::Read { .. })
+    ));
+}
+
+#[test]
+fn validation_errors_name_the_key_path() {
+    let r = REFERENCE;
+    let cases: Vec<(String, &str)> = vec![
+        (
+            r.replace("listen: 127.0.2.1:15443", "listen: nowhere"),
+            "listen",
+        ),
+        (
+            r.replace("admin: 127.0.2.1:15021", "admin: 1.2.3.4"),
+            "admin",
+        ),
+        (
+            r.replace(
+                "spiffe_id: spiffe://cluster-b.mesh/ns/isthmus-system",
+                "spiffe_id: http://x/ns/isthmus-system",
+            ),
+            "identity.spiffe_id",
+        ),
+        (
+            r.replace("  ca: { cert: ca.pem, key: ca-key.pem }\n", ""),
+            "identity",
+        ),
+        (
+            r.replace("  - cluster: cluster-a", "  - cluster: cluster-b"),
+            "peers[0].cluster",
+        ),
+        (
+            r.replace(
+                "trust_domain: cluster-c.mesh",
+                "trust_domain: cluster-b.mesh",
+            ),
+            "peers[1].trust_domain",
+        ),
+        (
+            r.replace(
+                "trust_domain: cluster-c.mesh",
+                "trust_domain: cluster-a.mesh",
+            ),
+            "peers[1].trust_domain",
+        ),
+        (
+            r.replace("address: 127.0.1.1:15443", "address: 127.0.1.1"),
+            "peers[0].address",
+        ),
+        (
+            r.replace(
+                "address: gw.cluster-c.example:15443",
+                "address: 'bad host:1'",
+            ),
+            "peers[1].address",
+        ),
+        (
+            r.replace(
+                "spiffe_id: spiffe://cluster-a.mesh/ns/isthmus-system",
+                "spiffe_id: spiffe://cluster-c.mesh/ns/isthmus-system",
+            ),
+            "peers[0].spiffe_id",
+        ),
+        (
+            r.replace("service: default/backend", "service: backend"),
+            "exports[0].service",
+        ),
+        (r.replace("port: 8080", "port: 0"), "exports[0].port"),
+        (
+            r.replace(
+                "exported_to: [cluster-a]",
+                "exported_to: [cluster-a, cluster-q]",
+            ),
+            "exports[0].exported_to[1]",
+        ),
+        (
+            r.replace("address: 127.0.2.10:15006", "address: backend:15006"),
+            "exports[0].endpoints[0].address",
+        ),
+        (
+            r.replace(
+                "spiffe://cluster-b.mesh/ns/default/sa/backend",
+                "spiffe://cluster-a.mesh/ns/default/sa/backend",
+            ),
+            "exports[0].endpoints[0].spiffe_id",
+        ),
+        (
+            r.replace("keep_alive_ms: 2000", "keep_alive_ms: 20000"),
+            "quic.keep_alive_ms",
+        ),
+        (
+            r.replace("idle_timeout_ms: 10000", "idle_timeout_ms: 0"),
+            "quic.idle_timeout_ms",
+        ),
+        (
+            r.replace("send_window_bytes: 67108864", "send_window_bytes: 0"),
+            "quic.send_window_bytes",
+        ),
+        (
+            r.replace("header_ms: 5000", "header_ms: 0"),
+            "timeouts.header_ms",
+        ),
+        (
+            r.replace("initial_backoff_ms: 100", "initial_backoff_ms: 20000"),
+            "reconnect.max_backoff_ms",
+        ),
+    ];
+    for (yaml, key) in cases {
+        assert_eq!(invalid_key(&yaml), key);
+    }
+    let dup = r.replace(
+        "quic:",
+        "  - service: default/backend\n    port: 8080\nquic:",
+    );
+    assert_eq!(invalid_key(&dup), "exports[1].service");
+}
+
+#[test]
+fn dns_labels_and_peer_addresses() {
+    assert!(is_dns_label("cluster-a"));
+    assert!(!is_dns_label("-a") && !is_dns_label("a-") && !is_dns_label("A") && !is_dns_label(""));
+    assert!(!is_dns_label(&"a".repeat(64)));
+    assert_eq!(
+        parse_peer_address("[::1]:443"),
+        Some(PeerAddress::Ip("[::1]:443".parse().unwrap()))
+    );
+    assert_eq!(
+        parse_peer_address("gw.example.:443"),
+        Some(PeerAddress::Dns {
+            host: "gw.example".into(),
+            port: 443
+        })
+    );
+    for bad in ["gw", "gw:0", ":443", "gw..x:1", "gw:port", "-gw:1"] {
+        assert_eq!(parse_peer_address(bad), None, "{bad}");
+    }
+}

@@ -82,11 +82,20 @@ pub(crate) fn traffic_line(traffic: &Traffic) -> String {
     out
 }
 
-/// How to show a refreshed live line: on a terminal, overwrite the current
-/// line (carriage return, erase line, no newline); elsewhere a plain line.
-pub(crate) fn live_update(tty: bool, line: &str) -> String {
+/// How to show a refreshed live line: on a terminal (`width` columns, if
+/// known), overwrite the current line (carriage return, erase line, no
+/// newline), cut to fit so it never wraps; elsewhere a plain line.
+pub(crate) fn live_update(tty: bool, width: Option<usize>, line: &str) -> String {
     if tty {
-        format!("\r\x1b[2K{line}")
+        let fit: String = match width {
+            Some(w) if line.chars().count() >= w => {
+                let mut cut: String = line.chars().take(w.saturating_sub(2)).collect();
+                cut.push('…');
+                cut
+            }
+            _ => line.to_owned(),
+        };
+        format!("\r\x1b[2K{fit}")
     } else {
         format!("{line}\n")
     }
@@ -148,7 +157,15 @@ impl Console {
 
     /// Shows or refreshes the live line.
     pub(crate) fn live(&mut self, line: &str) {
-        let _ = write!(self.out, "{}", live_update(self.tty, line));
+        let width = if self.tty {
+            rustix::termios::tcgetwinsize(std::io::stdout())
+                .ok()
+                .map(|w| usize::from(w.ws_col))
+                .filter(|w| *w > 0)
+        } else {
+            None
+        };
+        let _ = write!(self.out, "{}", live_update(self.tty, width, line));
         let _ = self.out.flush();
         self.live_open = self.tty;
     }
@@ -226,7 +243,17 @@ mod tests {
 
     #[test]
     fn live_update_overwrites_only_on_a_terminal() {
-        assert_eq!(live_update(true, "x"), "\r\x1b[2Kx");
-        assert_eq!(live_update(false, "x"), "x\n");
+        assert_eq!(live_update(true, None, "x"), "\r\x1b[2Kx");
+        assert_eq!(live_update(false, None, "x"), "x\n");
+        assert_eq!(live_update(false, Some(3), "abcdef"), "abcdef\n");
+    }
+
+    #[test]
+    fn live_line_is_cut_to_the_terminal_width() {
+        let line = "traffic ✔✔";
+        assert_eq!(live_update(true, Some(11), line), "\r\x1b[2Ktraffic ✔✔");
+        // Filling the last column would wrap on some terminals.
+        assert_eq!(live_update(true, Some(10), line), "\r\x1b[2Ktraffic …");
+        assert_eq!(live_update(true, Some(6), line), "\r\x1b[2Ktraf…");
     }
 }

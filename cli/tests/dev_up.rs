@@ -82,9 +82,25 @@ impl Run {
         }
     }
 
-    fn fail(&mut self, why: &str) -> ! {
+    /// Asks meshctl to tear down (SIGINT), killing it if it does not exit
+    /// within [`PATIENCE`].
+    fn stop(&mut self) {
+        if let Some(pid) = Pid::from_raw(self.child.id() as i32) {
+            let _ = kill_process(pid, Signal::INT);
+        }
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    fn fail(&mut self, why: &str) -> ! {
+        self.stop();
         let stderr = self
             .stderr
             .recv_timeout(Duration::from_secs(5))
@@ -98,8 +114,9 @@ impl Run {
 
 impl Drop for Run {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
     }
 }
 

@@ -8,14 +8,14 @@
 //! ([`traffic`]) until SIGINT/SIGTERM or a child's death → teardown.
 
 pub(crate) mod configs;
+mod launch;
 mod pki;
 mod ready;
 mod supervisor;
 pub(crate) mod topology;
 mod traffic;
 
-use std::ffi::OsString;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
@@ -24,11 +24,11 @@ use anyhow::{bail, Context as _};
 use rustix::process::{set_parent_process_death_signal, Signal};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::output::{curl_block, traffic_line, Console};
-use ready::{NotReady, Probe};
-use supervisor::{tail, Exit, Supervisor};
+use crate::output::{traffic_line, Console};
+use launch::{report_exit, start, Stop};
+use supervisor::{Exit, Supervisor};
 pub(crate) use topology::DEFAULT_PORT_BASE;
-use topology::{Role, Topology, Workload};
+use topology::{Topology, Workload};
 
 /// How long one component may take to become ready.
 const READY_PATIENCE: Duration = Duration::from_secs(30);
@@ -133,143 +133,11 @@ pub(crate) async fn up(options: Options, console: &mut Console) -> anyhow::Resul
     Ok(code)
 }
 
-/// Why the run ends.
-enum Stop {
-    /// SIGINT or SIGTERM.
-    Requested,
-    /// A child died.
-    Died(Exit),
-    /// Startup failed; already reported.
-    Failed,
-}
-
-/// Starts every component in dependency order, waits for each, then checks
-/// the commands it is about to print.
-async fn start(
-    topology: &Topology,
-    state: &Path,
-    rate: f64,
-    supervisor: &mut Supervisor,
-    console: &mut Console,
-) -> Result<(), Stop> {
-    let parent = std::process::id().to_string();
-    let gateways: Vec<_> = topology
-        .clusters
-        .iter()
-        .map(|c| {
-            let args = component_args("__gateway", &parent, &state.join(configs::gateway_path(c)));
-            let probe = probe(format!("gateway {}", c.name), c.gateway_admin, "/readyz");
-            let detail = format!("QUIC {} admin {}", c.gateway_listen, c.gateway_admin);
-            (format!("{}-gateway", c.name), args, probe, detail)
-        })
-        .collect();
-    launch(gateways, supervisor, console).await?;
-    // Backends before the frontend, so its first requests find them.
-    for role in [Role::Backend, Role::Frontend] {
-        let mut batch = Vec::new();
-        for c in &topology.clusters {
-            for w in c.workloads.iter().filter(|w| w.role == role) {
-                let log = format!("{}-{}", c.name, w.name);
-                batch.push((
-                    format!("{log}-app"),
-                    app_args(w, &c.name, &parent, rate),
-                    probe(format!("{} app ({})", w.name, c.name), w.app, "/healthz"),
-                    format!("http://{}", w.app),
-                ));
-                let config = state.join(configs::sidecar_path(c, w));
-                batch.push((
-                    format!("{log}-sidecar"),
-                    component_args("__sidecar", &parent, &config),
-                    probe(
-                        format!("{} sidecar ({})", w.name, c.name),
-                        w.admin,
-                        "/readyz",
-                    ),
-                    format!("{} admin {}", w.spiffe_id, w.admin),
-                ));
-            }
-        }
-        launch(batch, supervisor, console).await?;
-    }
-
-    let demos = topology.demos();
-    for demo in &demos {
-        let probe = Probe {
-            name: demo.hint.command.clone(),
-            addr: demo.addr,
-            path: demo.path.clone(),
-            expect: demo.expect.clone(),
-        };
-        match probe.wait(READY_PATIENCE, supervisor).await {
-            Ok(body) => console.ok(&format!(
-                "{}: {}",
-                demo.hint.comment,
-                first_line(&body, demo.path == "/metrics")
-            )),
-            Err(e) => return Err(not_ready(console, &probe.name, e)),
-        }
-    }
-    console.line("");
-    console.line("Try:");
-    console.line(curl_block(&topology.hints()).trim_end());
-    console.line("");
-    console.line("Ctrl-C tears everything down.");
-    Ok(())
-}
-
-type Launch = (String, Vec<OsString>, Probe, String);
-
-/// Spawns a batch, then waits for each member's probe in turn.
-async fn launch(
-    batch: Vec<Launch>,
-    supervisor: &mut Supervisor,
-    console: &mut Console,
-) -> Result<(), Stop> {
-    for (log, args, probe, _) in &batch {
-        if let Err(e) = supervisor.spawn(&probe.name, log, args.clone()) {
-            console.fail(&format!("{}: {e:#}", probe.name));
-            return Err(Stop::Failed);
-        }
-    }
-    for (_, _, probe, detail) in &batch {
-        match probe.wait(READY_PATIENCE, supervisor).await {
-            Ok(_) => console.ok(&format!("{} ready ({detail})", probe.name)),
-            Err(e) => return Err(not_ready(console, &probe.name, e)),
-        }
-    }
-    Ok(())
-}
-
-fn not_ready(console: &mut Console, name: &str, e: NotReady) -> Stop {
-    match e {
-        NotReady::Died(exit) => {
-            report_exit(console, &exit, &format!("exited while waiting for {name}"));
-        }
-        NotReady::Timeout(last) => console.fail(&format!(
-            "{name}: not ready after {}s (last attempt: {last})",
-            READY_PATIENCE.as_secs()
-        )),
-    }
-    Stop::Failed
-}
-
-fn report_exit(console: &mut Console, exit: &Exit, what: &str) {
-    let status = match &exit.status {
-        Ok(s) => s.to_string(),
-        Err(e) => format!("unknown status: {e}"),
-    };
-    console.fail(&format!(
-        "{} {what} ({status}); last lines of its log:",
-        exit.name
-    ));
-    console.detail(&tail(&exit.log, LOG_TAIL_LINES));
-}
-
 /// Refreshes the traffic line every second until a child dies.
 async fn watch(topology: &Topology, supervisor: &mut Supervisor, console: &mut Console) -> Exit {
     let frontend = topology.frontend();
     let gateway_admin = topology.clusters[0].gateway_admin;
-    let labels = traffic_labels(frontend, &topology.clusters[0].name);
+    let labels = traffic_labels(frontend);
     let sidecar_labels = vec![("default/backend".to_owned(), "sidecar".to_owned())];
     let (mut app_meter, mut sidecar_meter) = (traffic::Meter::default(), traffic::Meter::default());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -307,8 +175,10 @@ async fn watch(topology: &Topology, supervisor: &mut Supervisor, console: &mut C
     }
 }
 
-/// Metric keys of the frontend's upstreams → shown names.
-fn traffic_labels(frontend: &Workload, home: &str) -> Vec<(String, String)> {
+/// Upstream names in the frontend app's `/stats` → shown names; the
+/// local-first listener shows as `(local)` (it spills to cluster-b only when
+/// local endpoints fail).
+fn traffic_labels(frontend: &Workload) -> Vec<(String, String)> {
     frontend
         .outbound
         .iter()
@@ -316,68 +186,11 @@ fn traffic_labels(frontend: &Workload, home: &str) -> Vec<(String, String)> {
             let name = o.service.trim_start_matches("default/");
             let shown = match &o.cluster {
                 Some(pin) => format!("{name}({pin})"),
-                None => format!("{name}({home} first)"),
+                None => format!("{name}(local)"),
             };
             (o.name.clone(), shown)
         })
         .collect()
-}
-
-fn probe(name: String, addr: SocketAddr, path: &str) -> Probe {
-    Probe {
-        name,
-        addr,
-        path: path.into(),
-        expect: Vec::new(),
-    }
-}
-
-fn component_args(subcommand: &str, parent: &str, config: &Path) -> Vec<OsString> {
-    vec![
-        subcommand.into(),
-        "--parent-pid".into(),
-        parent.into(),
-        "--config".into(),
-        config.into(),
-    ]
-}
-
-fn app_args(w: &Workload, cluster: &str, parent: &str, rate: f64) -> Vec<OsString> {
-    let role = match w.role {
-        Role::Frontend => "frontend",
-        Role::Backend => "backend",
-    };
-    let mut args: Vec<OsString> = vec![
-        "__demo-app".into(),
-        "--parent-pid".into(),
-        parent.into(),
-        "--role".into(),
-        role.into(),
-        "--listen".into(),
-        w.app.to_string().into(),
-        "--workload".into(),
-        w.name.clone().into(),
-        "--cluster".into(),
-        cluster.into(),
-        "--rate".into(),
-        rate.to_string().into(),
-    ];
-    for o in &w.outbound {
-        args.push("--upstream".into());
-        args.push(format!("{}={}", o.name, o.listen).into());
-    }
-    args
-}
-
-fn first_line(body: &str, metrics: bool) -> String {
-    if metrics {
-        let samples = body
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .count();
-        return format!("{samples} samples");
-    }
-    body.lines().collect::<Vec<_>>().join(" | ")
 }
 
 /// The state directory and, when we made it, the guard that removes it.
@@ -445,39 +258,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn component_and_app_arguments() {
-        let t = Topology::dev(DEFAULT_PORT_BASE).unwrap();
-        let args = component_args("__gateway", "7", Path::new("/s/cluster-a/gateway.yaml"));
-        assert_eq!(
-            args,
-            [
-                "__gateway",
-                "--parent-pid",
-                "7",
-                "--config",
-                "/s/cluster-a/gateway.yaml"
-            ]
-            .map(OsString::from)
-        );
-        let args: Vec<String> = app_args(t.frontend(), "cluster-a", "7", 5.0)
-            .into_iter()
-            .map(|a| a.into_string().unwrap())
-            .collect();
-        let joined = args.join(" ");
-        assert!(joined
-            .starts_with("__demo-app --parent-pid 7 --role frontend --listen 127.0.1.10:8080"));
-        assert!(joined
-            .contains("--upstream backend=127.0.1.10:18080 --upstream backend-b=127.0.1.10:18081"));
-        assert!(joined.contains("--rate 5"));
-    }
-
-    #[test]
     fn traffic_labels_name_the_pin() {
         let t = Topology::dev(DEFAULT_PORT_BASE).unwrap();
         assert_eq!(
-            traffic_labels(t.frontend(), "cluster-a"),
+            traffic_labels(t.frontend()),
             vec![
-                ("backend".to_owned(), "backend(cluster-a first)".to_owned()),
+                ("backend".to_owned(), "backend(local)".to_owned()),
                 ("backend-b".to_owned(), "backend(cluster-b)".to_owned()),
             ]
         );
@@ -502,11 +288,5 @@ mod tests {
         let err = ports_free(&t).unwrap_err().to_string();
         assert!(err.contains(&t.frontend().app.to_string()), "{err}");
         drop(busy);
-    }
-
-    #[test]
-    fn metrics_bodies_are_summarized() {
-        assert_eq!(first_line("# HELP x\nx 1\ny 2\n", true), "2 samples");
-        assert_eq!(first_line("a\nb\n", false), "a | b");
     }
 }

@@ -76,6 +76,8 @@ impl Supervisor {
         let mut command = Command::new(&self.exe);
         command
             .args(args)
+            // Logs go to files: no colour escapes in them.
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

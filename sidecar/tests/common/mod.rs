@@ -34,38 +34,63 @@ pub fn id(sa: &str) -> String {
     format!("spiffe://{TD}/ns/default/sa/{sa}")
 }
 
-/// A CA for cluster-a, its files and bundle map in a tempdir.
+/// CAs for cluster-a (files `ca.pem`, `ca-key.pem`) and cluster-b
+/// (`ca-b.pem`, `ca-key-b.pem`), and a bundle map trusting both, in a tempdir.
 pub struct Pki {
     pub dir: tempfile::TempDir,
+    pub ca_a: CertificateAuthority,
+    pub ca_b: CertificateAuthority,
+}
+
+pub const TD_B: &str = "cluster-b.mesh";
+
+pub fn id_b(sa: &str) -> String {
+    format!("spiffe://{TD_B}/ns/default/sa/{sa}")
 }
 
 impl Pki {
     pub fn new() -> Pki {
         let dir = tempfile::tempdir().unwrap();
-        let td = TrustDomain::parse(TD).unwrap();
-        let ca =
-            CertificateAuthority::self_signed(td, Duration::from_secs(3600), SystemTime::now())
-                .unwrap();
-        let (cert, key) = ca.to_pem();
-        std::fs::write(dir.path().join("ca.pem"), cert).unwrap();
-        std::fs::write(dir.path().join("ca-key.pem"), key).unwrap();
+        let make = |td: &str, suffix: &str| {
+            let td = TrustDomain::parse(td).unwrap();
+            let ca =
+                CertificateAuthority::self_signed(td, Duration::from_secs(3600), SystemTime::now())
+                    .unwrap();
+            let (cert, key) = ca.to_pem();
+            std::fs::write(dir.path().join(format!("ca{suffix}.pem")), cert).unwrap();
+            std::fs::write(dir.path().join(format!("ca-key{suffix}.pem")), key).unwrap();
+            ca
+        };
+        let ca_a = make(TD, "");
+        let ca_b = make(TD_B, "-b");
         let mut map = BundleMap::default();
-        map.insert(Bundle::with_x509_authorities(
-            ca.trust_domain().clone(),
-            [ca.trust_anchor().clone()],
-        ));
+        for ca in [&ca_a, &ca_b] {
+            map.insert(Bundle::with_x509_authorities(
+                ca.trust_domain().clone(),
+                [ca.trust_anchor().clone()],
+            ));
+        }
         std::fs::write(dir.path().join("bundles.json"), map.to_json()).unwrap();
-        Pki { dir }
+        Pki { dir, ca_a, ca_b }
     }
 
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
 
+    /// The identity section of a cluster-a workload.
     pub fn identity_yaml(&self, sa: &str) -> String {
         format!(
             "identity:\n  spiffe_id: {}\n  ca: {{ cert: ca.pem, key: ca-key.pem }}\n  bundles: bundles.json\n",
             id(sa)
+        )
+    }
+
+    /// The identity section of a cluster-b workload.
+    pub fn identity_yaml_b(&self, sa: &str) -> String {
+        format!(
+            "identity:\n  spiffe_id: {}\n  ca: {{ cert: ca-b.pem, key: ca-key-b.pem }}\n  bundles: bundles.json\n",
+            id_b(sa)
         )
     }
 }

@@ -383,8 +383,12 @@ async fn resolve(ctx: &PoolContext, address: &PeerAddress) -> Result<Resolved, R
         .lookup_ip(host.as_str())
         .await
         .map_err(ResolveError::Lookup)?;
+    // An IPv4 `listen` socket cannot send to an AAAA answer; an IPv6 one
+    // may be dual-stack, so it keeps both.
+    let v4 = ctx.endpoint.local_addr().map_or(true, |a| a.is_ipv4());
     let addrs: Vec<SocketAddr> = lookup
         .iter()
+        .filter(|ip: &IpAddr| !v4 || ip.is_ipv4())
         .map(|ip: IpAddr| SocketAddr::new(ip, port))
         .collect();
     let valid_until = tokio::time::Instant::from_std(lookup.valid_until())

@@ -197,3 +197,29 @@ async fn a_peer_cannot_use_us_as_a_transit() -> anyhow::Result<()> {
     assert_eq!(read_to_end(&mut recv).await?, b"direct");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_named_by_dns_is_resolved() -> anyhow::Result<()> {
+    let p = Pair::new().await;
+    // A second gateway for cluster A whose peer B is `localhost:<port>`
+    // (resolved by hickory from the hosts file).
+    let port = p.gw_b.quic_addr().port();
+    let yaml = a_yaml(&p.a, &p.b, p.gw_b.quic_addr(), 1000).replace(
+        &format!("'{}'", p.gw_b.quic_addr()),
+        &format!("'localhost:{port}'"),
+    );
+    assert!(yaml.contains("localhost:"), "{yaml}");
+    let config = p.a.config(&yaml);
+    assert!(matches!(
+        config.peers["cluster-b"].address,
+        mesh_gateway::config::PeerAddress::Dns { .. }
+    ));
+    let gw = start(config).await;
+    let sc = Sidecar::connect(&p.a, &[&p.a], gw.quic_addr()).await?;
+    let (ev, mut send, mut recv) = sc.open(&p.echo_header()).await?;
+    assert!(matches!(ev, OpenerEvent::Accepted { .. }), "{ev:?}");
+    send.write_all(b"by name").await?;
+    send.finish()?;
+    assert_eq!(read_to_end(&mut recv).await?, b"by name");
+    Ok(())
+}

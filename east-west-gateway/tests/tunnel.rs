@@ -4,6 +4,8 @@
 mod common;
 
 use common::*;
+use tokio::io::AsyncReadExt;
+use tunnel_proto::code;
 use tunnel_proto::{OpenerEvent, RejectReason};
 
 fn rejected(ev: &OpenerEvent) -> Option<RejectReason> {
@@ -221,5 +223,145 @@ async fn a_peer_named_by_dns_is_resolved() -> anyhow::Result<()> {
     send.write_all(b"by name").await?;
     send.finish()?;
     assert_eq!(read_to_end(&mut recv).await?, b"by name");
+    Ok(())
+}
+
+/// A TCP server that reads once, reports what it read, then aborts (RST).
+async fn rst_server() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut b = [0u8; 16];
+            let _ = s.read(&mut b).await;
+            let _ = s.set_zero_linger();
+            drop(s);
+        }
+    });
+    addr
+}
+
+/// A TCP server that reports how each connection's read side ended.
+async fn watching_server() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<std::io::ErrorKind>,
+) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut b = [0u8; 1024];
+                loop {
+                    match s.read(&mut b).await {
+                        Ok(0) => {
+                            let _ = tx.send(std::io::ErrorKind::UnexpectedEof);
+                            return;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            let _ = tx.send(e.kind());
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+fn extra_export(svc: &str, addr: std::net::SocketAddr, id: &str) -> String {
+    format!(
+        "  - service: default/{svc}\n    port: 8080\n    exported_to: [cluster-a]\n    endpoints:\n      - {{ address: '{addr}', spiffe_id: '{id}' }}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resets_propagate_both_ways() -> anyhow::Result<()> {
+    let p = Pair::new().await;
+    let id = p.b.workload_id("echo");
+    let rst = rst_server().await;
+    let (watch, mut ends) = watching_server().await;
+    let extra = extra_export("rst", rst, &id) + &extra_export("watch", watch, &id);
+    p.gw_b
+        .reload(p.b.config(&b_yaml(&p.b, &p.a, &p.c, p.echo, p.dead, &extra)))?;
+    let sc = p.sidecar().await;
+
+    // The local endpoint aborts: the sidecar sees a reset, not a FIN.
+    let (ev, mut send, mut recv) = sc
+        .open(&header("cluster-b", "default/rst", 8080, &id))
+        .await?;
+    assert!(matches!(ev, OpenerEvent::Accepted { .. }), "{ev:?}");
+    send.write_all(b"x").await?;
+    let mut b = [0u8; 8];
+    match tokio::time::timeout(std::time::Duration::from_secs(10), recv.read(&mut b)).await? {
+        Err(quinn::ReadError::Reset(c)) => assert_eq!(c.into_inner(), u64::from(code::PEER_RESET)),
+        other => panic!("expected a reset, got {other:?}"),
+    }
+
+    // The sidecar aborts: the local endpoint sees a TCP reset, not EOF.
+    let (ev, mut send, _recv) = sc
+        .open(&header("cluster-b", "default/watch", 8080, &id))
+        .await?;
+    assert!(matches!(ev, OpenerEvent::Accepted { .. }), "{ev:?}");
+    send.write_all(b"hello").await?;
+    send.reset(quinn::VarInt::from_u32(code::CANCELLED))?;
+    let end = tokio::time::timeout(std::time::Duration::from_secs(10), ends.recv()).await?;
+    assert_eq!(end, Some(std::io::ErrorKind::ConnectionReset));
+
+    // And a FIN stays a FIN.
+    let (ev, mut send, _recv) = sc
+        .open(&header("cluster-b", "default/watch", 8080, &id))
+        .await?;
+    assert!(matches!(ev, OpenerEvent::Accepted { .. }), "{ev:?}");
+    send.write_all(b"hello").await?;
+    send.finish()?;
+    let end = tokio::time::timeout(std::time::Duration::from_secs(10), ends.recv()).await?;
+    assert_eq!(end, Some(std::io::ErrorKind::UnexpectedEof));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_reconnects_when_the_peer_comes_up() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let a = Cluster::new(dir.path(), "cluster-a");
+    let b = Cluster::new(dir.path(), "cluster-b");
+    let c = Cluster::new(dir.path(), "cluster-c");
+    a.write_bundles(&[&a, &b]);
+    b.write_bundles(&[&a, &b]);
+    // Reserve a UDP port for B, then free it: A dials it before B exists.
+    let b_addr = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
+    let gw_a = start(a.config(&a_yaml(&a, &b, b_addr, 1000))).await;
+    let sc = Sidecar::connect(&a, &[&a], gw_a.quic_addr()).await?;
+    let echo = echo_server().await;
+    let hdr = header("cluster-b", "default/echo", 8080, &b.workload_id("echo"));
+    let (ev, ..) = sc.open(&hdr).await?;
+    assert!(
+        matches!(
+            ev,
+            OpenerEvent::Rejected {
+                reason: RejectReason::PeerUnavailable,
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+
+    let yaml = b_yaml(&b, &a, &c, echo, closed_port().await, "")
+        .replace("listen: 127.0.0.1:0", &format!("listen: {b_addr}"));
+    let _gw_b = start(b.config(&yaml)).await;
+    // Backoff is capped at 500 ms in A's config: it reconnects by itself.
+    eventually("A reconnects to B and routes the stream", || async {
+        matches!(sc.open(&hdr).await, Ok((OpenerEvent::Accepted { .. }, ..)))
+    })
+    .await?;
+    let m = http_get(gw_a.admin_addr(), "/metrics").await?.1;
+    assert!(
+        m.contains(r#"isthmus_gateway_peer_connections{peer="cluster-b"} 1"#),
+        "{m}"
+    );
     Ok(())
 }

@@ -391,6 +391,10 @@ pub struct ReconnectConfig {
 /// Largest value a QUIC variable-length integer holds (RFC 9000 §16).
 const VARINT_MAX: u64 = (1 << 62) - 1;
 
+/// Longest duration accepted in any `_ms` key: one week, ms. Keeps deadline
+/// arithmetic far from overflow.
+pub const MAX_DURATION_MS: u64 = 7 * 24 * 3600 * 1000;
+
 impl Config {
     /// Reads and validates the file at `path`; relative paths inside it are
     /// resolved against its directory.
@@ -458,6 +462,26 @@ impl Validator<'_> {
     fn config(&self, raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> {
         if !is_dns_label(&raw.cluster) {
             return Err(self.err("cluster", "must be a DNS label ([a-z0-9-], 1-63 bytes)"));
+        }
+        for (key, v) in [
+            ("quic.keep_alive_ms", raw.quic.keep_alive_ms),
+            ("quic.idle_timeout_ms", raw.quic.idle_timeout_ms),
+            ("timeouts.header_ms", raw.timeouts.header_ms),
+            ("timeouts.connect_ms", raw.timeouts.connect_ms),
+            ("timeouts.drain_ms", raw.timeouts.drain_ms),
+            (
+                "reconnect.initial_backoff_ms",
+                raw.reconnect.initial_backoff_ms,
+            ),
+            ("reconnect.max_backoff_ms", raw.reconnect.max_backoff_ms),
+            (
+                "identity.svid_ttl_ms",
+                raw.identity.svid_ttl_ms.unwrap_or(0),
+            ),
+        ] {
+            if v > MAX_DURATION_MS {
+                return Err(self.err(key, format!("must be at most {MAX_DURATION_MS} (one week)")));
+            }
         }
         let id = SpiffeId::parse(&raw.identity.spiffe_id)
             .map_err(|e| self.err("identity.spiffe_id", e.to_string()))?;

@@ -332,6 +332,23 @@ impl Config {
         out
     }
 
+    /// Every candidate any plan of this config can produce (for pruning
+    /// connection pools after a reload).
+    pub fn all_candidates(&self) -> std::collections::HashSet<crate::plan::Candidate> {
+        let mut out = std::collections::HashSet::new();
+        for s in &self.services {
+            let target = crate::plan::Target {
+                service: s.service.clone(),
+                port: s.port,
+                cluster: None,
+            };
+            if let Ok(p) = crate::plan::plan(self, &target, &crate::plan::AllHealthy, 0) {
+                out.extend(p.candidates);
+            }
+        }
+        out
+    }
+
     /// The effective config as pretty JSON for `/config_dump` and the start
     /// log (no key material is part of it).
     pub fn to_json(&self) -> String {

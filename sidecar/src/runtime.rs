@@ -17,6 +17,7 @@ use prometheus_client::registry::Registry;
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tracing::Instrument;
 use trust_bundle::config::IdentityConfigError;
 use trust_bundle::rotation::RenewalPolicy;
 use trust_bundle::source::SystemClock;
@@ -284,7 +285,11 @@ impl Sidecar {
         if let Err(e) = self.shared.tls.source().update(identity.source.svid()) {
             tracing::warn!(error = %e, "reloaded SVID unusable; keeping the current one");
         }
+        let reachable = snapshot.config.all_candidates();
         self.shared.snapshot.send_replace(Arc::new(snapshot));
+        // Pooled HTTP/2 connections to peers no longer in the catalog close
+        // once their requests in flight finish.
+        self.shared.upstreams.retain(|c| reachable.contains(c));
         for (addr, l) in fresh {
             listeners.insert(addr, spawn_listener(self.shared.clone(), addr, l));
         }
@@ -363,12 +368,16 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let shared = shared.clone();
-                tokio::spawn(async move {
-                    let _guard = shared.drain.guard();
-                    shared.metrics.active_connections.inc();
-                    serve_connection(&shared, addr, stream, peer).await;
-                    shared.metrics.active_connections.dec();
-                });
+                let span = tracing::debug_span!("conn", listener = %addr, %peer);
+                tokio::spawn(
+                    async move {
+                        let _guard = shared.drain.guard();
+                        shared.metrics.active_connections.inc();
+                        serve_connection(&shared, addr, stream, peer).await;
+                        shared.metrics.active_connections.dec();
+                    }
+                    .instrument(span),
+                );
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off briefly

@@ -16,6 +16,7 @@ use std::time::Instant;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
@@ -27,7 +28,7 @@ use crate::errors::{error_chain, error_response, ProxyError};
 use crate::http_util::{strip_hop_by_hop, to_h2_request, Body};
 use crate::io::{sniff_http, PrefixedIo, Sniffed};
 use crate::metrics::Direction;
-use crate::plan::{plan, Target};
+use crate::plan::{plan, Candidate, Target};
 use crate::runtime::{Shared, Snapshot};
 
 /// Serves one app connection on the outbound listener at `listen`.
@@ -173,9 +174,8 @@ async fn forward(
     let mut last = None;
     for candidate in &plan.candidates {
         match shared.upstreams.sender(shared, snapshot, candidate).await {
-            Ok(mut sender) => {
-                sender.ready().await.map_err(ProxyError::Http)?;
-                let mut resp = sender.send_request(req).await.map_err(ProxyError::Http)?;
+            Ok(sender) => {
+                let mut resp = send(shared, snapshot, candidate, sender, req).await?;
                 strip_hop_by_hop(resp.headers_mut());
                 return Ok(resp.map(|b| b.boxed()));
             }
@@ -191,4 +191,27 @@ async fn forward(
             service: entry.service.clone(),
         })),
     )
+}
+
+/// Sends `req` on `sender`. If the pooled connection turned out closed and
+/// the request was not sent, retries once on a fresh connection to the same
+/// candidate (safe: nothing reached the peer).
+async fn send(
+    shared: &Arc<Shared>,
+    snapshot: &Snapshot,
+    candidate: &Candidate,
+    mut sender: SendRequest<Body>,
+    req: Request<Body>,
+) -> Result<Response<Incoming>, ProxyError> {
+    let unsent = match sender.try_send_request(req).await {
+        Ok(resp) => return Ok(resp),
+        Err(mut e) => match e.take_message() {
+            Some(req) => req,
+            None => return Err(ProxyError::Http(e.into_error())),
+        },
+    };
+    tracing::debug!(%candidate, "pooled connection closed before sending; reconnecting");
+    shared.upstreams.evict(candidate);
+    let mut sender = shared.upstreams.sender(shared, snapshot, candidate).await?;
+    sender.send_request(unsent).await.map_err(ProxyError::Http)
 }

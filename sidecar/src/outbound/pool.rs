@@ -80,6 +80,13 @@ impl H2Pool {
         Ok(sender)
     }
 
+    /// Forgets the connection to `candidate` (it will be re-established on
+    /// next use).
+    pub fn evict(&self, candidate: &Candidate) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.remove(candidate);
+    }
+
     /// Forgets connections to candidates `keep` rejects (after a reload);
     /// their requests in flight finish.
     pub fn retain(&self, mut keep: impl FnMut(&Candidate) -> bool) {

@@ -1,0 +1,195 @@
+//! The config file as written: serde structs with `deny_unknown_fields`,
+//! defaults as in `docs/reference/data-path-config.md`. Serializable, so
+//! tools and tests can build a file.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The file as written. Serializable so tools and tests can build one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// This cluster's name (a DNS label).
+    pub cluster: String,
+    /// Who the gateway is and whom it trusts.
+    pub identity: RawIdentity,
+    /// UDP `ip:port` of the QUIC listener.
+    pub listen: String,
+    /// TCP `ip:port` of the admin HTTP listener.
+    pub admin: String,
+    /// Linked peer clusters.
+    #[serde(default)]
+    pub peers: Vec<RawPeer>,
+    /// Services of this cluster reachable through the gateway.
+    #[serde(default)]
+    pub exports: Vec<RawExport>,
+    /// QUIC transport settings.
+    #[serde(default)]
+    pub quic: RawQuic,
+    /// Deadlines.
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    /// Reconnect backoff toward peers.
+    #[serde(default)]
+    pub reconnect: RawReconnect,
+}
+
+/// The `identity` section (mirrors [`IdentityConfig`], which is not
+/// serializable).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    /// Our SPIFFE ID.
+    pub spiffe_id: String,
+    /// Issue our own SVID from this CA (`cert`, `key` file paths).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<RawPemFiles>,
+    /// Serve this SVID (`cert`, `key` file paths).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub svid: Option<RawPemFiles>,
+    /// SPIFFE bundle map file.
+    pub bundles: PathBuf,
+    /// Lifetime of SVIDs issued from `ca`, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub svid_ttl_ms: Option<u64>,
+}
+
+/// A certificate file and its key file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPemFiles {
+    /// PEM certificates.
+    pub cert: PathBuf,
+    /// PKCS#8 PEM key.
+    pub key: PathBuf,
+}
+
+/// One `peers[]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPeer {
+    /// The peer cluster's name.
+    pub cluster: String,
+    /// The peer's trust domain.
+    pub trust_domain: String,
+    /// `host:port` of the peer gateway (IP literal or DNS name).
+    pub address: String,
+    /// The only SPIFFE ID accepted for the peer gateway (default: any ID in
+    /// `trust_domain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<String>,
+}
+
+/// One `exports[]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExport {
+    /// `namespace/name`.
+    pub service: String,
+    /// The service port named in tunnel headers.
+    pub port: u16,
+    /// Peer cluster names allowed to reach it.
+    #[serde(default)]
+    pub exported_to: Vec<String>,
+    /// Where it runs.
+    #[serde(default)]
+    pub endpoints: Vec<RawEndpoint>,
+}
+
+/// One endpoint of an export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEndpoint {
+    /// TCP `ip:port` of the workload sidecar's inbound listener.
+    pub address: String,
+    /// The workload's SPIFFE ID.
+    pub spiffe_id: String,
+    /// Where it runs (informational).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<Locality>,
+}
+
+/// A locality.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Locality {
+    /// Region, e.g. `eu-west`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Zone, e.g. `eu-west-1a`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+}
+
+/// The `quic` section, defaults as in the reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawQuic {
+    /// Keep-alive interval, ms (0 = off).
+    pub keep_alive_ms: u64,
+    /// Idle timeout, ms.
+    pub idle_timeout_ms: u64,
+    /// Per-stream receive window, bytes.
+    pub stream_receive_window_bytes: u64,
+    /// Per-connection receive window, bytes.
+    pub receive_window_bytes: u64,
+    /// Per-connection send window, bytes.
+    pub send_window_bytes: u64,
+    /// Concurrent bidirectional streams a peer may open.
+    pub max_concurrent_streams: u64,
+}
+
+impl Default for RawQuic {
+    fn default() -> Self {
+        RawQuic {
+            keep_alive_ms: 2_000,
+            idle_timeout_ms: 10_000,
+            stream_receive_window_bytes: 8_388_608,
+            receive_window_bytes: 67_108_864,
+            send_window_bytes: 67_108_864,
+            max_concurrent_streams: 4_096,
+        }
+    }
+}
+
+/// The `timeouts` section, defaults as in the reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTimeouts {
+    /// Tunnel header deadline, ms.
+    pub header_ms: u64,
+    /// TCP connect / QUIC handshake deadline, ms.
+    pub connect_ms: u64,
+    /// Drain deadline on SIGTERM, ms.
+    pub drain_ms: u64,
+}
+
+impl Default for RawTimeouts {
+    fn default() -> Self {
+        RawTimeouts {
+            header_ms: 5_000,
+            connect_ms: 3_000,
+            drain_ms: 30_000,
+        }
+    }
+}
+
+/// The `reconnect` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawReconnect {
+    /// First backoff, ms.
+    pub initial_backoff_ms: u64,
+    /// Backoff cap, ms.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RawReconnect {
+    fn default() -> Self {
+        RawReconnect {
+            initial_backoff_ms: 100,
+            max_backoff_ms: 10_000,
+        }
+    }
+}

@@ -8,8 +8,8 @@
 //! OpenMetrics text that prometheus-client writes), only as far as counters
 //! need: `name{label="value",...} value [timestamp]`.
 
-use std::collections::BTreeMap;
-use std::time::Instant;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use crate::output::{Traffic, UpstreamRate};
 
@@ -17,6 +17,9 @@ use crate::output::{Traffic, UpstreamRate};
 pub(crate) const SIDECAR_REQUESTS: &str = "isthmus_sidecar_requests_total";
 /// Tunnel stream counter of the gateway.
 pub(crate) const GATEWAY_STREAMS: &str = "isthmus_gateway_streams_total";
+
+/// Rates are averaged over this long, at most.
+const DEFAULT_WINDOW: Duration = Duration::from_secs(5);
 
 /// One sample line.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,22 +139,47 @@ pub(crate) fn total(samples: &[Sample], name: &str) -> f64 {
         .sum()
 }
 
-/// Turns successive totals into rates.
-#[derive(Debug, Default)]
+/// Turns successive totals into rates, averaged over a sliding window so
+/// the integer counts of one-second scrapes do not make the rate jitter.
+#[derive(Debug)]
 pub(crate) struct Meter {
-    previous: Option<(Instant, Counts)>,
+    window: Duration,
+    history: VecDeque<(Instant, Counts)>,
+}
+
+impl Default for Meter {
+    fn default() -> Self {
+        Self::new(DEFAULT_WINDOW)
+    }
 }
 
 impl Meter {
+    /// Rates over (at most) the last `window`.
+    pub(crate) fn new(window: Duration) -> Self {
+        Self {
+            window,
+            history: VecDeque::new(),
+        }
+    }
+
     /// Feeds totals taken at `now`; `labels` maps keys to shown names and
     /// fixes their order (keys not in it follow, shown as they are). Rates
-    /// are over the time since the previous call (0 on the first).
+    /// are over the time since the oldest call within the window (0 on the
+    /// first call).
     pub(crate) fn update(
         &mut self,
         now: Instant,
         counts: Counts,
         labels: &[(String, String)],
     ) -> Vec<UpstreamRate> {
+        // The base is the newest entry at least a window old.
+        while self
+            .history
+            .get(1)
+            .is_some_and(|(t, _)| now.duration_since(*t) >= self.window)
+        {
+            self.history.pop_front();
+        }
         let mut keys: Vec<&String> = labels.iter().map(|(k, _)| k).collect();
         keys.extend(
             counts
@@ -164,7 +192,7 @@ impl Meter {
                 .iter()
                 .find(|(k, _)| k == key)
                 .map_or_else(|| key.clone(), |(_, l)| l.clone());
-            let (rps, success) = match (&self.previous, counts.get(key)) {
+            let (rps, success) = match (self.history.front(), counts.get(key)) {
                 (Some((then, before)), Some(&(all, ok))) => {
                     let secs = now.duration_since(*then).as_secs_f64();
                     let (all0, ok0) = before.get(key).copied().unwrap_or_default();
@@ -182,7 +210,7 @@ impl Meter {
                 success,
             });
         }
-        self.previous = Some((now, counts));
+        self.history.push_back((now, counts));
         rates
     }
 }
@@ -204,7 +232,6 @@ pub(crate) fn line(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     const SCRAPE: &str = r#"# HELP isthmus_sidecar_requests Requests.
 # TYPE isthmus_sidecar_requests counter
@@ -285,6 +312,26 @@ odd_metric{a="x\"y\\z",b="1"} 3.5
         assert_eq!(second[1].rps, 5.0);
         assert_eq!(second[1].success, Some(0.9));
         assert_eq!(second[2].label, "other");
+    }
+
+    #[test]
+    fn rates_are_averaged_over_the_window() {
+        let mut meter = Meter::new(Duration::from_secs(3));
+        let t0 = Instant::now();
+        // 4, 6, 4, 6 … requests per second average to 5.
+        let mut total = 0.0;
+        let mut last = Vec::new();
+        for (i, step) in [0.0, 4.0, 6.0, 4.0, 6.0, 4.0, 6.0].into_iter().enumerate() {
+            total += step;
+            last = meter.update(
+                t0 + Duration::from_secs(i as u64),
+                counts(&[("x", total, total)]),
+                &[],
+            );
+        }
+        // Base at t=3 (total 14), now t=6 (total 30): 16 / 3 s.
+        assert!((last[0].rps - 16.0 / 3.0).abs() < 1e-9, "{last:?}");
+        assert!(meter.history.len() <= 4, "{}", meter.history.len());
     }
 
     #[test]

@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
-use trust_bundle::{Bundle, BundleMap, CertificateAuthority, TrustDomain};
+use trust_bundle::{
+    Authorizer, Bundle, BundleMap, BundleStore, CertificateAuthority, SpiffeId, SvidRequest,
+    SvidSource, TrustDomain,
+};
 
 /// CA lifetime: long enough for any test run.
 const CA_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -69,6 +72,40 @@ impl ClusterPki {
             self.trust_domain.clone(),
             [self.authority.trust_anchor().clone()],
         )
+    }
+}
+
+impl ClusterPki {
+    /// A rustls client config presenting a fresh SVID for `id` issued by
+    /// this CA, accepting any server whose trust domain is in `trusted`
+    /// (SNI off; connect with [`trust_bundle::tls::spiffe_server_name`]).
+    /// For tests that talk to the mesh's TLS and QUIC listeners directly.
+    ///
+    /// # Errors
+    /// `id` is invalid or not in this trust domain, or issuance failed.
+    pub fn client_tls(
+        &self,
+        id: &str,
+        trusted: impl IntoIterator<Item = Bundle>,
+        alpn: &[&[u8]],
+    ) -> Result<rustls::ClientConfig> {
+        let id = SpiffeId::parse(id).with_context(|| format!("SPIFFE ID {id:?}"))?;
+        let svid = self
+            .authority
+            .issue(&SvidRequest::new(id), SystemTime::now())
+            .context("issuing a test SVID")?;
+        let source = SvidSource::new(svid, trust_bundle::crypto_provider())?;
+        let mut map = BundleMap::default();
+        for b in trusted {
+            map.insert(b);
+        }
+        let store = BundleStore::from_map(&map);
+        Ok(trust_bundle::tls::client_config(
+            Some(source),
+            store,
+            Authorizer::Any,
+            alpn,
+        )?)
     }
 }
 

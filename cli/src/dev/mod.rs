@@ -61,14 +61,14 @@ pub(crate) async fn up(options: Options, console: &mut Console) -> anyhow::Resul
     }
     let topology = Topology::dev(options.port_base)?;
     ports_free(&topology)?;
-    let (state, _temp) = state_dir(options.state_dir.as_deref())?;
+    let (state, temp) = state_dir(options.state_dir.as_deref())?;
     console.ok(&format!(
         "state dir {}{}",
         state.display(),
-        if _temp.is_some() {
+        if temp.is_some() {
             " (removed on exit)"
         } else {
-            ""
+            " (kept on exit; logs in logs/)"
         }
     ));
 
@@ -102,17 +102,21 @@ pub(crate) async fn up(options: Options, console: &mut Console) -> anyhow::Resul
     let mut supervisor = Supervisor::new(exe, logs, STOP_GRACE);
     let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    // A closed terminal tears down too, rather than leaving the state dir.
+    let mut sighup = signal(SignalKind::hangup()).context("install SIGHUP handler")?;
 
     let outcome = tokio::select! {
         started = start(&topology, &state, options.rate, &mut supervisor, console) => started,
         _ = sigint.recv() => Err(Stop::Requested),
         _ = sigterm.recv() => Err(Stop::Requested),
+        _ = sighup.recv() => Err(Stop::Requested),
     };
     let outcome = match outcome {
         Ok(()) => tokio::select! {
             died = watch(&topology, &mut supervisor, console) => Err(Stop::Died(died)),
             _ = sigint.recv() => Err(Stop::Requested),
             _ = sigterm.recv() => Err(Stop::Requested),
+            _ = sighup.recv() => Err(Stop::Requested),
         },
         Err(stop) => Err(stop),
     };
@@ -125,7 +129,7 @@ pub(crate) async fn up(options: Options, console: &mut Console) -> anyhow::Resul
         Err(Stop::Failed) => ExitCode::FAILURE,
     };
     supervisor.shutdown().await;
-    if let Some(temp) = _temp {
+    if let Some(temp) = temp {
         temp.close()
             .with_context(|| format!("remove {}", state.display()))?;
     }

@@ -49,7 +49,12 @@ fn standard(test: &str) -> Result<Standard> {
 
 fn normal_request(s: &Standard) -> Result<()> {
     let r = curl(&[&s.url(WEB, "/ok.txt")?], Duration::from_secs(10))?;
-    ensure!(r.status == 200 && r.body_text() == "ok\n", "normal request: {} {}", r.status, r.out.stderr);
+    ensure!(
+        r.status == 200 && r.body_text() == "ok\n",
+        "normal request: {} {}",
+        r.status,
+        r.out.stderr
+    );
     Ok(())
 }
 
@@ -69,15 +74,19 @@ enum H2Outcome {
 /// Opens mTLS to `addr` as the A frontend with ALPN h2.
 fn h2_tls(s: &Standard, addr: SocketAddr) -> Result<StreamOwned<ClientConnection, TcpStream>> {
     let mesh = &s.mesh;
-    let cfg = mesh
-        .pki(A)?
-        .client_tls(FRONTEND_ID, [mesh.pki(A)?.bundle(), mesh.pki(B)?.bundle()], &[b"h2"])?;
+    let cfg = mesh.pki(A)?.client_tls(
+        FRONTEND_ID,
+        [mesh.pki(A)?.bundle(), mesh.pki(B)?.bundle()],
+        &[b"h2"],
+    )?;
     let conn = ClientConnection::new(Arc::new(cfg), spiffe_server_name())?;
     let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     tcp.set_nodelay(true)?;
     let mut tls = StreamOwned::new(conn, tcp);
     while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock).context("mTLS handshake as the A frontend")?;
+        tls.conn
+            .complete_io(&mut tls.sock)
+            .context("mTLS handshake as the A frontend")?;
     }
     ensure!(tls.conn.alpn_protocol() == Some(b"h2"), "no h2 ALPN");
     Ok(tls)
@@ -92,7 +101,10 @@ fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Reads frames until the server shows it refused us, or `BOUND` passes.
-fn h2_outcome(tls: &mut StreamOwned<ClientConnection, TcpStream>, start: Instant) -> Result<H2Outcome> {
+fn h2_outcome(
+    tls: &mut StreamOwned<ClientConnection, TcpStream>,
+    start: Instant,
+) -> Result<H2Outcome> {
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 16 << 10];
     loop {
@@ -101,7 +113,10 @@ fn h2_outcome(tls: &mut StreamOwned<ClientConnection, TcpStream>, start: Instant
             if buf.len() < 9 + len {
                 break;
             }
-            let (kind, stream) = (buf[3], u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff);
+            let (kind, stream) = (
+                buf[3],
+                u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff,
+            );
             let first = buf.get(9).copied();
             buf.drain(..9 + len);
             match (kind, stream) {
@@ -109,7 +124,10 @@ fn h2_outcome(tls: &mut StreamOwned<ClientConnection, TcpStream>, start: Instant
                 (0x3, 1) => return Ok(H2Outcome::Reset),
                 (0x1, 1) => {
                     // HPACK static table 8..=10 are :status 200, 204, 206.
-                    ensure!(!matches!(first, Some(0x88..=0x8a)), "the hostile request got a 2xx");
+                    ensure!(
+                        !matches!(first, Some(0x88..=0x8a)),
+                        "the hostile request got a 2xx"
+                    );
                     return Ok(H2Outcome::Refused);
                 }
                 _ => {}
@@ -117,7 +135,10 @@ fn h2_outcome(tls: &mut StreamOwned<ClientConnection, TcpStream>, start: Instant
         }
         let left = BOUND.saturating_sub(start.elapsed());
         if left.is_zero() {
-            bail!("connection still open and unanswered after {:?}", start.elapsed());
+            bail!(
+                "connection still open and unanswered after {:?}",
+                start.elapsed()
+            );
         }
         tls.sock.set_read_timeout(Some(left))?;
         match tls.read(&mut chunk) {
@@ -160,7 +181,8 @@ fn authenticated_h2_slowloris_on_the_inbound_listener_is_closed() -> Result<()> 
             _ => {}
         }
     }
-    let took = closed_after.ok_or_else(|| anyhow!("authenticated h2 slowloris still open after {BOUND:?}"))?;
+    let took = closed_after
+        .ok_or_else(|| anyhow!("authenticated h2 slowloris still open after {BOUND:?}"))?;
     eprintln!("authenticated h2 slowloris closed after {took:?}");
     normal_request(&s)?;
     s.mesh.assert_all_running()
@@ -191,7 +213,10 @@ fn authenticated_oversized_h2_header_block_on_the_inbound_listener_is_refused() 
         Ok(()) => h2_outcome(&mut tls, start)?,
         Err(_) => H2Outcome::Closed,
     };
-    eprintln!("authenticated 1 MiB h2 header block: {outcome:?} after {:?}", start.elapsed());
+    eprintln!(
+        "authenticated 1 MiB h2 header block: {outcome:?} after {:?}",
+        start.elapsed()
+    );
     ensure!(start.elapsed() <= BOUND, "took {:?}", start.elapsed());
     normal_request(&s)?;
     s.mesh.assert_all_running()
@@ -211,9 +236,15 @@ fn quic_client(
     Ok((ep, cfg))
 }
 
-async fn connect(ep: &quinn::Endpoint, cfg: quinn::ClientConfig, addr: SocketAddr) -> Result<quinn::Connection> {
+async fn connect(
+    ep: &quinn::Endpoint,
+    cfg: quinn::ClientConfig,
+    addr: SocketAddr,
+) -> Result<quinn::Connection> {
     let connecting = ep.connect_with(cfg, addr, "spiffe.invalid")?;
-    Ok(tokio::time::timeout(BOUND, connecting).await.context("QUIC handshake timed out")??)
+    Ok(tokio::time::timeout(BOUND, connecting)
+        .await
+        .context("QUIC handshake timed out")??)
 }
 
 /// Reads from `recv` until it ends (finish, reset, connection loss).
@@ -232,7 +263,9 @@ async fn stream_ends(mut recv: quinn::RecvStream) -> Result<String> {
 #[test]
 fn gateway_refuses_untrusted_and_misbehaving_quic_clients() -> Result<()> {
     let mut s = standard("hostile-quic")?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let gw = s.mesh.topology().gateway_listen(A)?;
     let trusted = vec![s.mesh.pki(A)?.bundle(), s.mesh.pki(B)?.bundle()];
     let alpn = b"isthmus-tunnel/1";
@@ -241,32 +274,45 @@ fn gateway_refuses_untrusted_and_misbehaving_quic_clients() -> Result<()> {
 
     rt.block_on(async {
         // An SVID for a real-looking ID from a CA nobody trusts.
-        let (ep, cfg) = quic_client(&rogue, "spiffe://cluster-a.mesh/ns/default/sa/frontend", trusted.clone(), alpn)?;
+        let (ep, cfg) = quic_client(
+            &rogue,
+            "spiffe://cluster-a.mesh/ns/default/sa/frontend",
+            trusted.clone(),
+            alpn,
+        )?;
         let r = connect(&ep, cfg, gw).await;
         let refused = match r {
             Err(_) => true,
             // TLS 1.3: the server may reject the client certificate after
             // the client considers the handshake done; then the first use
             // fails.
-            Ok(conn) => tokio::time::timeout(BOUND, async {
-                match conn.open_bi().await {
-                    Ok((mut send, recv)) => {
-                        let _ = send.write_all(b"x").await;
-                        let _ = send.finish();
-                        stream_ends(recv).await.is_ok()
+            Ok(conn) => {
+                tokio::time::timeout(BOUND, async {
+                    match conn.open_bi().await {
+                        Ok((mut send, recv)) => {
+                            let _ = send.write_all(b"x").await;
+                            let _ = send.finish();
+                            stream_ends(recv).await.is_ok()
+                        }
+                        Err(_) => true,
                     }
-                    Err(_) => true,
-                }
-            })
-            .await
-            .unwrap_or(false)
-                && conn.close_reason().is_some(),
+                })
+                .await
+                .unwrap_or(false)
+                    && conn.close_reason().is_some()
+            }
         };
-        ensure!(refused, "the gateway accepted a client certificate from an untrusted CA");
+        ensure!(
+            refused,
+            "the gateway accepted a client certificate from an untrusted CA"
+        );
 
         // A trusted identity with the wrong ALPN.
         let (ep, cfg) = quic_client(s.mesh.pki(A)?, FRONTEND_ID, trusted.clone(), b"h3")?;
-        ensure!(connect(&ep, cfg, gw).await.is_err(), "the gateway accepted ALPN h3");
+        ensure!(
+            connect(&ep, cfg, gw).await.is_err(),
+            "the gateway accepted ALPN h3"
+        );
 
         // A trusted sidecar identity: garbage instead of an OPEN header.
         let (ep, cfg) = quic_client(s.mesh.pki(A)?, FRONTEND_ID, trusted.clone(), alpn)?;
@@ -277,7 +323,10 @@ fn gateway_refuses_untrusted_and_misbehaving_quic_clients() -> Result<()> {
         let start = Instant::now();
         let _ = send.write_all(&junk).await;
         let how = stream_ends(recv).await?;
-        eprintln!("garbage OPEN header: stream ended ({how}) after {:?}", start.elapsed());
+        eprintln!(
+            "garbage OPEN header: stream ended ({how}) after {:?}",
+            start.elapsed()
+        );
 
         // Slowloris header: one byte per 500 ms; header_ms is 2000.
         let (mut send, recv) = conn.open_bi().await?;
@@ -294,8 +343,15 @@ fn gateway_refuses_untrusted_and_misbehaving_quic_clients() -> Result<()> {
             how = stream_ends(recv) => how?,
             () = drip => "send side stopped".to_owned(),
         };
-        ensure!(start.elapsed() <= BOUND, "slow header stream lived {:?}", start.elapsed());
-        eprintln!("slow OPEN header: stream ended ({how}) after {:?}", start.elapsed());
+        ensure!(
+            start.elapsed() <= BOUND,
+            "slow header stream lived {:?}",
+            start.elapsed()
+        );
+        eprintln!(
+            "slow OPEN header: stream ended ({how}) after {:?}",
+            start.elapsed()
+        );
         Ok(())
     })?;
     normal_request(&s)?;

@@ -108,7 +108,7 @@ pub(crate) async fn serve(
         .map(|(name, _)| (name.clone(), Arc::default()))
         .collect();
     let mut load = Vec::new();
-    if app.frontend && rate > 0.0 {
+    if app.frontend && rate > 0.0 && rate.is_finite() {
         for (name, addr) in &app.upstreams {
             let counter = counters.get(name).cloned().unwrap_or_default();
             load.push(tokio::spawn(load::run(name.clone(), *addr, rate, counter)));

@@ -59,6 +59,11 @@ pub(crate) async fn up(options: Options, console: &mut Console) -> anyhow::Resul
     if !(options.rate.is_finite() && options.rate >= 0.0 && options.rate <= 1000.0) {
         bail!("--rate {}: must be between 0 and 1000", options.rate);
     }
+    // Handlers first, so an early Ctrl-C still removes the state dir.
+    let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    // A closed terminal tears down too, rather than leaving the state dir.
+    let mut sighup = signal(SignalKind::hangup()).context("install SIGHUP handler")?;
     let topology = Topology::dev(options.port_base)?;
     ports_free(&topology)?;
     let (state, temp) = state_dir(options.state_dir.as_deref())?;
@@ -100,10 +105,6 @@ pub(crate) async fn up(options: Options, console: &mut Console) -> anyhow::Resul
     std::fs::create_dir_all(&logs).with_context(|| format!("create {}", logs.display()))?;
     let exe = std::env::current_exe().context("locate the meshctl binary")?;
     let mut supervisor = Supervisor::new(exe, logs, STOP_GRACE);
-    let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
-    // A closed terminal tears down too, rather than leaving the state dir.
-    let mut sighup = signal(SignalKind::hangup()).context("install SIGHUP handler")?;
 
     let outcome = tokio::select! {
         started = start(&topology, &state, options.rate, &mut supervisor, console) => started,

@@ -1,6 +1,8 @@
 //! Spawned child processes: output to a log file, killed and reaped on drop,
-//! their log tail printed when the test that owns them panics.
+//! their log tail printed when the test that owns them fails: at once if it
+//! panics, or by [`logs_on_error`] when it returns an error.
 
+use std::cell::RefCell;
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -13,6 +15,38 @@ use anyhow::{bail, Context, Result};
 
 /// How many log bytes [`Process::log_tail`] shows on failure.
 const TAIL_BYTES: u64 = 6000;
+
+thread_local! {
+    /// Log tails of the processes dropped on this thread (a test's thread)
+    /// since the last [`logs_on_error`] started.
+    static DROPPED_TAILS: RefCell<Vec<(String, PathBuf, String)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs a test body; if it returns an error, prints the log tail of every
+/// [`Process`] it dropped (they are gone by then, and so is the temp dir, so
+/// the tails are taken at drop time). Panics print their tails directly.
+///
+/// # Errors
+/// Whatever `body` returns.
+pub fn logs_on_error<T>(body: impl FnOnce() -> Result<T>) -> Result<T> {
+    DROPPED_TAILS.with(|t| t.borrow_mut().clear());
+    let result = body();
+    let tails = DROPPED_TAILS.with(|t| std::mem::take(&mut *t.borrow_mut()));
+    if result.is_err() {
+        for (name, log, tail) in tails {
+            print_tail(&name, &log, &tail);
+        }
+    }
+    result
+}
+
+#[allow(clippy::print_stderr)] // the harness's one job on failure: show the logs
+fn print_tail(name: &str, log: &Path, tail: &str) {
+    eprintln!(
+        "\n---- log tail of {name} ({}) ----\n{tail}\n---- end of {name} ----",
+        log.display()
+    );
+}
 
 /// What to spawn: program, arguments, environment and an optional user.
 #[derive(Debug, Clone)]
@@ -57,8 +91,8 @@ impl Spec {
 
 /// A running (or stopped) child process whose stdout and stderr go to a log
 /// file. Dropping it stops the child (its `stop_signal`, then SIGKILL) and
-/// waits for it; when the current thread is panicking the log tail is
-/// printed to stderr first.
+/// waits for it; then its log tail is printed to stderr if the thread is
+/// panicking, or kept for [`logs_on_error`] otherwise.
 pub struct Process {
     name: String,
     spec: Spec,
@@ -237,19 +271,14 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            #[allow(clippy::print_stderr)] // the harness's one job on failure: show the logs
-            {
-                eprintln!(
-                    "\n---- log tail of {} ({}) ----\n{}\n---- end of {} ----",
-                    self.name,
-                    self.log.display(),
-                    self.log_tail(),
-                    self.name
-                );
-            }
-        }
         self.stop();
+        let tail = self.log_tail();
+        if std::thread::panicking() {
+            print_tail(&self.name, &self.log, &tail);
+        } else {
+            let entry = (self.name.clone(), self.log.clone(), tail);
+            let _ = DROPPED_TAILS.try_with(|t| t.borrow_mut().push(entry));
+        }
     }
 }
 

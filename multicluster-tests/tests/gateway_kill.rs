@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
+use multicluster_tests::process::logs_on_error;
 use multicluster_tests::ready::{eventually, patience};
 use multicluster_tests::standard::{Parts, Standard, A, B, WEB};
 use multicluster_tests::tools::{curl, random_file};
@@ -88,10 +89,10 @@ fn wait_for_bytes(path: &Path, at_least: u64) -> Result<()> {
 
 #[test]
 fn kill9_of_the_remote_gateway_fails_in_flight_streams_promptly_then_recovers() -> Result<()> {
-    kill_gateway_mid_transfer("kill-remote-gw", B)
+    logs_on_error(|| kill_gateway_mid_transfer("kill-remote-gw", B))
 }
 
 #[test]
 fn kill9_of_the_local_gateway_fails_in_flight_streams_promptly_then_recovers() -> Result<()> {
-    kill_gateway_mid_transfer("kill-local-gw", A)
+    logs_on_error(|| kill_gateway_mid_transfer("kill-local-gw", A))
 }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use multicluster_tests::config::{GatewayTimeouts, SidecarTimeouts};
+use multicluster_tests::process::logs_on_error;
 use multicluster_tests::ready::http_get;
 use multicluster_tests::servers::psql_args;
 use multicluster_tests::standard::{Parts, StandardBuilder, A, B, DB, WEB};
@@ -47,121 +48,123 @@ const ATTACKS: [Attack; 4] = [
 
 #[test]
 fn hostile_clients_on_every_listener_are_closed_and_nothing_else_suffers() -> Result<()> {
-    let psql = require(Tool::Psql)?;
-    let mut builder = StandardBuilder::new(
-        "hostile",
-        Parts {
-            web: true,
-            db: true,
-            secret: false,
-        },
-    )?;
-    builder.topology.tuning.sidecar_timeouts = Some(SidecarTimeouts {
-        header_read_ms: Some(2000),
-        tls_handshake_ms: Some(2000),
-        ..SidecarTimeouts::default()
-    });
-    builder.topology.tuning.gateway_timeouts = Some(GatewayTimeouts {
-        header_ms: Some(2000),
-        ..GatewayTimeouts::default()
-    });
-    let mut s = builder.start()?;
-    std::fs::write(s.nginx()?.root().join("ok.txt"), "ok\n")?;
-    let t = s.mesh.topology();
-    let listeners: Vec<(&str, SocketAddr)> = vec![
-        (
-            "sidecar outbound http",
-            t.outbound_addr(A, "frontend", WEB)?,
-        ),
-        (
-            "sidecar outbound tcp (to PostgreSQL)",
-            t.outbound_addr(A, "frontend", DB)?,
-        ),
-        ("sidecar inbound http", t.inbound_addr(B, "web", WEB)?),
-        ("sidecar inbound tcp", t.inbound_addr(B, "db", DB)?),
-        ("sidecar admin (frontend)", t.sidecar_admin(A, "frontend")?),
-        ("sidecar admin (web)", t.sidecar_admin(B, "web")?),
-        ("gateway admin (a)", t.gateway_admin(A)?),
-        ("gateway admin (b)", t.gateway_admin(B)?),
-    ];
-    let quic = [t.gateway_listen(A)?, t.gateway_listen(B)?];
-    let web_url = format!("http://{}/ok.txt", t.outbound_addr(A, "frontend", WEB)?);
-    let db = t.outbound_addr(A, "frontend", DB)?;
-    let admins = [
-        t.sidecar_admin(A, "frontend")?,
-        t.gateway_admin(A)?,
-        t.gateway_admin(B)?,
-    ];
-
-    let probes: Vec<(String, JoinHandle<Result<Duration>>)> = listeners
-        .iter()
-        .flat_map(|(name, addr)| {
-            ATTACKS.iter().map(move |attack| {
-                let addr = *addr;
-                let attack = *attack;
-                (
-                    format!("{attack:?} on {name} {addr}"),
-                    std::thread::spawn(move || probe(addr, attack)),
-                )
-            })
-        })
-        .collect();
-    for addr in quic {
-        flood_udp(addr)?;
-    }
-
-    // Normal traffic through the same processes while the probes run.
-    let normal = |round: &str| -> Result<()> {
-        let r = curl(&[&web_url], Duration::from_secs(10))?;
-        ensure!(
-            r.status == 200 && r.body_text() == "ok\n",
-            "{round}: web request: {} {}",
-            r.status,
-            r.out.stderr
-        );
-        let out = run(
-            Command::new(&psql)
-                .args(psql_args(db))
-                .args(["-c", "select 7 * 6"]),
-            None,
-            Duration::from_secs(10),
+    logs_on_error(|| {
+        let psql = require(Tool::Psql)?;
+        let mut builder = StandardBuilder::new(
+            "hostile",
+            Parts {
+                web: true,
+                db: true,
+                secret: false,
+            },
         )?;
-        ensure!(
-            out.stdout_text().trim() == "42",
-            "{round}: psql: {:?} {}",
-            out.stdout_text(),
-            out.stderr
-        );
-        for a in admins {
-            let (status, _) = http_get(a, "/readyz", Duration::from_secs(5))?;
-            ensure!(status == 200, "{round}: admin {a} /readyz: {status}");
-        }
-        Ok(())
-    };
-    normal("during the attacks")?;
+        builder.topology.tuning.sidecar_timeouts = Some(SidecarTimeouts {
+            header_read_ms: Some(2000),
+            tls_handshake_ms: Some(2000),
+            ..SidecarTimeouts::default()
+        });
+        builder.topology.tuning.gateway_timeouts = Some(GatewayTimeouts {
+            header_ms: Some(2000),
+            ..GatewayTimeouts::default()
+        });
+        let mut s = builder.start()?;
+        std::fs::write(s.nginx()?.root().join("ok.txt"), "ok\n")?;
+        let t = s.mesh.topology();
+        let listeners: Vec<(&str, SocketAddr)> = vec![
+            (
+                "sidecar outbound http",
+                t.outbound_addr(A, "frontend", WEB)?,
+            ),
+            (
+                "sidecar outbound tcp (to PostgreSQL)",
+                t.outbound_addr(A, "frontend", DB)?,
+            ),
+            ("sidecar inbound http", t.inbound_addr(B, "web", WEB)?),
+            ("sidecar inbound tcp", t.inbound_addr(B, "db", DB)?),
+            ("sidecar admin (frontend)", t.sidecar_admin(A, "frontend")?),
+            ("sidecar admin (web)", t.sidecar_admin(B, "web")?),
+            ("gateway admin (a)", t.gateway_admin(A)?),
+            ("gateway admin (b)", t.gateway_admin(B)?),
+        ];
+        let quic = [t.gateway_listen(A)?, t.gateway_listen(B)?];
+        let web_url = format!("http://{}/ok.txt", t.outbound_addr(A, "frontend", WEB)?);
+        let db = t.outbound_addr(A, "frontend", DB)?;
+        let admins = [
+            t.sidecar_admin(A, "frontend")?,
+            t.gateway_admin(A)?,
+            t.gateway_admin(B)?,
+        ];
 
-    let mut failures = Vec::new();
-    for (what, handle) in probes {
-        match handle
-            .join()
-            .map_err(|_| anyhow!("probe thread panicked"))
-            .and_then(|r| r)
-        {
-            Ok(took) => eprintln!("closed after {took:?}: {what}"),
-            Err(e) => failures.push(format!("{what}: {e:#}")),
+        let probes: Vec<(String, JoinHandle<Result<Duration>>)> = listeners
+            .iter()
+            .flat_map(|(name, addr)| {
+                ATTACKS.iter().map(move |attack| {
+                    let addr = *addr;
+                    let attack = *attack;
+                    (
+                        format!("{attack:?} on {name} {addr}"),
+                        std::thread::spawn(move || probe(addr, attack)),
+                    )
+                })
+            })
+            .collect();
+        for addr in quic {
+            flood_udp(addr)?;
         }
-    }
-    normal("after the attacks")?;
-    s.mesh.assert_all_running()?;
-    if let Some(pg) = s.postgres.as_mut() {
-        pg.process().assert_running()?;
-    }
-    ensure!(
-        failures.is_empty(),
-        "connections not closed in time:\n{}",
-        failures.join("\n")
-    );
-    Ok(())
+
+        // Normal traffic through the same processes while the probes run.
+        let normal = |round: &str| -> Result<()> {
+            let r = curl(&[&web_url], Duration::from_secs(10))?;
+            ensure!(
+                r.status == 200 && r.body_text() == "ok\n",
+                "{round}: web request: {} {}",
+                r.status,
+                r.out.stderr
+            );
+            let out = run(
+                Command::new(&psql)
+                    .args(psql_args(db))
+                    .args(["-c", "select 7 * 6"]),
+                None,
+                Duration::from_secs(10),
+            )?;
+            ensure!(
+                out.stdout_text().trim() == "42",
+                "{round}: psql: {:?} {}",
+                out.stdout_text(),
+                out.stderr
+            );
+            for a in admins {
+                let (status, _) = http_get(a, "/readyz", Duration::from_secs(5))?;
+                ensure!(status == 200, "{round}: admin {a} /readyz: {status}");
+            }
+            Ok(())
+        };
+        normal("during the attacks")?;
+
+        let mut failures = Vec::new();
+        for (what, handle) in probes {
+            match handle
+                .join()
+                .map_err(|_| anyhow!("probe thread panicked"))
+                .and_then(|r| r)
+            {
+                Ok(took) => eprintln!("closed after {took:?}: {what}"),
+                Err(e) => failures.push(format!("{what}: {e:#}")),
+            }
+        }
+        normal("after the attacks")?;
+        s.mesh.assert_all_running()?;
+        if let Some(pg) = s.postgres.as_mut() {
+            pg.process().assert_running()?;
+        }
+        ensure!(
+            failures.is_empty(),
+            "connections not closed in time:\n{}",
+            failures.join("\n")
+        );
+        Ok(())
+    })
 }
 
 /// Runs one attack; returns how long until the server closed the connection.

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use multicluster_tests::config::{GatewayTimeouts, SidecarTimeouts};
 use multicluster_tests::pki::ClusterPki;
+use multicluster_tests::process::logs_on_error;
 use multicluster_tests::standard::{Parts, Standard, StandardBuilder, A, B, FRONTEND_ID, WEB};
 use multicluster_tests::tools::curl;
 use rustls::{ClientConnection, StreamOwned};
@@ -153,73 +154,77 @@ fn h2_outcome(
 #[test]
 #[ignore = "mesh-sidecar bug, multicluster-tests/BUGS.md #1: no header_read_ms guard on the inbound h2 preface"]
 fn authenticated_h2_slowloris_on_the_inbound_listener_is_closed() -> Result<()> {
-    let mut s = standard("hostile-mtls-slow")?;
-    let inbound = s.mesh.topology().inbound_addr(B, "web", WEB)?;
-    // The connection preface, one byte per 500 ms (header_read_ms is 2000).
-    let mut tls = h2_tls(&s, inbound)?;
-    let start = Instant::now();
-    tls.sock.set_read_timeout(Some(DRIP))?;
-    let mut closed_after = None;
-    let mut scratch = [0u8; 4096];
-    for b in H2_PREFACE.iter().cycle() {
-        if start.elapsed() > BOUND {
-            break;
-        }
-        if tls.write_all(&[*b]).and_then(|()| tls.flush()).is_err() {
-            closed_after = Some(start.elapsed());
-            break;
-        }
-        match tls.read(&mut scratch) {
-            Ok(0) => {
+    logs_on_error(|| {
+        let mut s = standard("hostile-mtls-slow")?;
+        let inbound = s.mesh.topology().inbound_addr(B, "web", WEB)?;
+        // The connection preface, one byte per 500 ms (header_read_ms is 2000).
+        let mut tls = h2_tls(&s, inbound)?;
+        let start = Instant::now();
+        tls.sock.set_read_timeout(Some(DRIP))?;
+        let mut closed_after = None;
+        let mut scratch = [0u8; 4096];
+        for b in H2_PREFACE.iter().cycle() {
+            if start.elapsed() > BOUND {
+                break;
+            }
+            if tls.write_all(&[*b]).and_then(|()| tls.flush()).is_err() {
                 closed_after = Some(start.elapsed());
                 break;
             }
-            Err(e) if !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                closed_after = Some(start.elapsed());
-                break;
+            match tls.read(&mut scratch) {
+                Ok(0) => {
+                    closed_after = Some(start.elapsed());
+                    break;
+                }
+                Err(e) if !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    closed_after = Some(start.elapsed());
+                    break;
+                }
+                _ => {}
             }
-            _ => {}
         }
-    }
-    let took = closed_after
-        .ok_or_else(|| anyhow!("authenticated h2 slowloris still open after {BOUND:?}"))?;
-    eprintln!("authenticated h2 slowloris closed after {took:?}");
-    normal_request(&s)?;
-    s.mesh.assert_all_running()
+        let took = closed_after
+            .ok_or_else(|| anyhow!("authenticated h2 slowloris still open after {BOUND:?}"))?;
+        eprintln!("authenticated h2 slowloris closed after {took:?}");
+        normal_request(&s)?;
+        s.mesh.assert_all_running()
+    })
 }
 
 #[test]
 fn authenticated_oversized_h2_header_block_on_the_inbound_listener_is_refused() -> Result<()> {
-    let mut s = standard("hostile-mtls-big")?;
-    let inbound = s.mesh.topology().inbound_addr(B, "web", WEB)?;
-    // A 1 MiB header block: HEADERS without END_HEADERS, then CONTINUATIONs.
-    let mut tls = h2_tls(&s, inbound)?;
-    let start = Instant::now();
-    let mut block = vec![0x00, 0x05];
-    block.extend_from_slice(b"x-big");
-    block.extend_from_slice(&[0x7f, 0x81, 0x80, 0x40]); // value length 2^20 (HPACK integer)
-    block.resize(block.len() + (1 << 20), b'a');
-    let mut wire = H2_PREFACE.to_vec();
-    wire.extend(frame(0x4, 0, 0, &[])); // SETTINGS
-    let mut chunks = block.chunks(16_384).peekable();
-    let first = chunks.next().unwrap_or_default();
-    wire.extend(frame(0x1, 0x1, 1, first)); // HEADERS, END_STREAM
-    while let Some(c) = chunks.next() {
-        let end_headers = if chunks.peek().is_none() { 0x4 } else { 0 };
-        wire.extend(frame(0x9, end_headers, 1, c)); // CONTINUATION
-    }
-    // The server may stop reading early: a write error is a fine outcome.
-    let outcome = match tls.write_all(&wire).and_then(|()| tls.flush()) {
-        Ok(()) => h2_outcome(&mut tls, start)?,
-        Err(_) => H2Outcome::Closed,
-    };
-    eprintln!(
-        "authenticated 1 MiB h2 header block: {outcome:?} after {:?}",
-        start.elapsed()
-    );
-    ensure!(start.elapsed() <= BOUND, "took {:?}", start.elapsed());
-    normal_request(&s)?;
-    s.mesh.assert_all_running()
+    logs_on_error(|| {
+        let mut s = standard("hostile-mtls-big")?;
+        let inbound = s.mesh.topology().inbound_addr(B, "web", WEB)?;
+        // A 1 MiB header block: HEADERS without END_HEADERS, then CONTINUATIONs.
+        let mut tls = h2_tls(&s, inbound)?;
+        let start = Instant::now();
+        let mut block = vec![0x00, 0x05];
+        block.extend_from_slice(b"x-big");
+        block.extend_from_slice(&[0x7f, 0x81, 0x80, 0x40]); // value length 2^20 (HPACK integer)
+        block.resize(block.len() + (1 << 20), b'a');
+        let mut wire = H2_PREFACE.to_vec();
+        wire.extend(frame(0x4, 0, 0, &[])); // SETTINGS
+        let mut chunks = block.chunks(16_384).peekable();
+        let first = chunks.next().unwrap_or_default();
+        wire.extend(frame(0x1, 0x1, 1, first)); // HEADERS, END_STREAM
+        while let Some(c) = chunks.next() {
+            let end_headers = if chunks.peek().is_none() { 0x4 } else { 0 };
+            wire.extend(frame(0x9, end_headers, 1, c)); // CONTINUATION
+        }
+        // The server may stop reading early: a write error is a fine outcome.
+        let outcome = match tls.write_all(&wire).and_then(|()| tls.flush()) {
+            Ok(()) => h2_outcome(&mut tls, start)?,
+            Err(_) => H2Outcome::Closed,
+        };
+        eprintln!(
+            "authenticated 1 MiB h2 header block: {outcome:?} after {:?}",
+            start.elapsed()
+        );
+        ensure!(start.elapsed() <= BOUND, "took {:?}", start.elapsed());
+        normal_request(&s)?;
+        s.mesh.assert_all_running()
+    })
 }
 
 /// A quinn client endpoint presenting `id` issued by `pki`, trusting `bundles`.
@@ -262,98 +267,100 @@ async fn stream_ends(mut recv: quinn::RecvStream) -> Result<String> {
 
 #[test]
 fn gateway_refuses_untrusted_and_misbehaving_quic_clients() -> Result<()> {
-    let mut s = standard("hostile-quic")?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let gw = s.mesh.topology().gateway_listen(A)?;
-    let trusted = vec![s.mesh.pki(A)?.bundle(), s.mesh.pki(B)?.bundle()];
-    let alpn = b"isthmus-tunnel/1";
-    let dir = s.mesh.dir().join("rogue");
-    let rogue = ClusterPki::create("cluster-a.mesh", &dir)?;
+    logs_on_error(|| {
+        let mut s = standard("hostile-quic")?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let gw = s.mesh.topology().gateway_listen(A)?;
+        let trusted = vec![s.mesh.pki(A)?.bundle(), s.mesh.pki(B)?.bundle()];
+        let alpn = b"isthmus-tunnel/1";
+        let dir = s.mesh.dir().join("rogue");
+        let rogue = ClusterPki::create("cluster-a.mesh", &dir)?;
 
-    rt.block_on(async {
-        // An SVID for a real-looking ID from a CA nobody trusts.
-        let (ep, cfg) = quic_client(
-            &rogue,
-            "spiffe://cluster-a.mesh/ns/default/sa/frontend",
-            trusted.clone(),
-            alpn,
-        )?;
-        let r = connect(&ep, cfg, gw).await;
-        let refused = match r {
-            Err(_) => true,
-            // TLS 1.3: the server may reject the client certificate after
-            // the client considers the handshake done; then the first use
-            // fails.
-            Ok(conn) => {
-                tokio::time::timeout(BOUND, async {
-                    match conn.open_bi().await {
-                        Ok((mut send, recv)) => {
-                            let _ = send.write_all(b"x").await;
-                            let _ = send.finish();
-                            stream_ends(recv).await.is_ok()
+        rt.block_on(async {
+            // An SVID for a real-looking ID from a CA nobody trusts.
+            let (ep, cfg) = quic_client(
+                &rogue,
+                "spiffe://cluster-a.mesh/ns/default/sa/frontend",
+                trusted.clone(),
+                alpn,
+            )?;
+            let r = connect(&ep, cfg, gw).await;
+            let refused = match r {
+                Err(_) => true,
+                // TLS 1.3: the server may reject the client certificate after
+                // the client considers the handshake done; then the first use
+                // fails.
+                Ok(conn) => {
+                    tokio::time::timeout(BOUND, async {
+                        match conn.open_bi().await {
+                            Ok((mut send, recv)) => {
+                                let _ = send.write_all(b"x").await;
+                                let _ = send.finish();
+                                stream_ends(recv).await.is_ok()
+                            }
+                            Err(_) => true,
                         }
-                        Err(_) => true,
-                    }
-                })
-                .await
-                .unwrap_or(false)
-                    && conn.close_reason().is_some()
-            }
-        };
-        ensure!(
-            refused,
-            "the gateway accepted a client certificate from an untrusted CA"
-        );
-
-        // A trusted identity with the wrong ALPN.
-        let (ep, cfg) = quic_client(s.mesh.pki(A)?, FRONTEND_ID, trusted.clone(), b"h3")?;
-        ensure!(
-            connect(&ep, cfg, gw).await.is_err(),
-            "the gateway accepted ALPN h3"
-        );
-
-        // A trusted sidecar identity: garbage instead of an OPEN header.
-        let (ep, cfg) = quic_client(s.mesh.pki(A)?, FRONTEND_ID, trusted.clone(), alpn)?;
-        let conn = connect(&ep, cfg, gw).await?;
-        let (mut send, recv) = conn.open_bi().await?;
-        let mut junk = vec![0x01, 0xff, 0xff];
-        junk.resize(8192, 0xee);
-        let start = Instant::now();
-        let _ = send.write_all(&junk).await;
-        let how = stream_ends(recv).await?;
-        eprintln!(
-            "garbage OPEN header: stream ended ({how}) after {:?}",
-            start.elapsed()
-        );
-
-        // Slowloris header: one byte per 500 ms; header_ms is 2000.
-        let (mut send, recv) = conn.open_bi().await?;
-        let start = Instant::now();
-        let drip = async {
-            for b in [1u8, 0, 40, 9].iter().chain(std::iter::repeat(&b'c')) {
-                if send.write_all(&[*b]).await.is_err() {
-                    break;
+                    })
+                    .await
+                    .unwrap_or(false)
+                        && conn.close_reason().is_some()
                 }
-                tokio::time::sleep(DRIP).await;
-            }
-        };
-        let how = tokio::select! {
-            how = stream_ends(recv) => how?,
-            () = drip => "send side stopped".to_owned(),
-        };
-        ensure!(
-            start.elapsed() <= BOUND,
-            "slow header stream lived {:?}",
-            start.elapsed()
-        );
-        eprintln!(
-            "slow OPEN header: stream ended ({how}) after {:?}",
-            start.elapsed()
-        );
-        Ok(())
-    })?;
-    normal_request(&s)?;
-    s.mesh.assert_all_running()
+            };
+            ensure!(
+                refused,
+                "the gateway accepted a client certificate from an untrusted CA"
+            );
+
+            // A trusted identity with the wrong ALPN.
+            let (ep, cfg) = quic_client(s.mesh.pki(A)?, FRONTEND_ID, trusted.clone(), b"h3")?;
+            ensure!(
+                connect(&ep, cfg, gw).await.is_err(),
+                "the gateway accepted ALPN h3"
+            );
+
+            // A trusted sidecar identity: garbage instead of an OPEN header.
+            let (ep, cfg) = quic_client(s.mesh.pki(A)?, FRONTEND_ID, trusted.clone(), alpn)?;
+            let conn = connect(&ep, cfg, gw).await?;
+            let (mut send, recv) = conn.open_bi().await?;
+            let mut junk = vec![0x01, 0xff, 0xff];
+            junk.resize(8192, 0xee);
+            let start = Instant::now();
+            let _ = send.write_all(&junk).await;
+            let how = stream_ends(recv).await?;
+            eprintln!(
+                "garbage OPEN header: stream ended ({how}) after {:?}",
+                start.elapsed()
+            );
+
+            // Slowloris header: one byte per 500 ms; header_ms is 2000.
+            let (mut send, recv) = conn.open_bi().await?;
+            let start = Instant::now();
+            let drip = async {
+                for b in [1u8, 0, 40, 9].iter().chain(std::iter::repeat(&b'c')) {
+                    if send.write_all(&[*b]).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(DRIP).await;
+                }
+            };
+            let how = tokio::select! {
+                how = stream_ends(recv) => how?,
+                () = drip => "send side stopped".to_owned(),
+            };
+            ensure!(
+                start.elapsed() <= BOUND,
+                "slow header stream lived {:?}",
+                start.elapsed()
+            );
+            eprintln!(
+                "slow OPEN header: stream ended ({how}) after {:?}",
+                start.elapsed()
+            );
+            Ok(())
+        })?;
+        normal_request(&s)?;
+        s.mesh.assert_all_running()
+    })
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use multicluster_tests::config::Protocol;
+use multicluster_tests::process::logs_on_error;
 use multicluster_tests::servers::Nginx;
 use multicluster_tests::standard::{http_workload, FRONTEND_ID};
 use multicluster_tests::tools::curl;
@@ -15,66 +16,68 @@ use multicluster_tests::{net, Topology, Workload};
 
 #[test]
 fn a_gateway_of_an_unlinked_cluster_cannot_open_a_tunnel() -> Result<()> {
-    let mut t = Topology::new("unlinked")?;
-    for c in ["cluster-a", "cluster-b", "cluster-c"] {
-        t.add_cluster(c)?;
-    }
-    t.link("cluster-a", "cluster-b");
-    t.trust_one_way("cluster-c", "cluster-b");
-    let ip = t.host("cluster-b")?;
-    let nginx = Nginx::start(t.dir(), net::tcp_addr(ip, 8080)?)?;
-    std::fs::write(nginx.root().join("page.txt"), "page\n")?;
-    // B's web lets in A's frontend and C's intruder alike: only the
-    // gateway-level link keeps C out.
-    let intruder = "spiffe://cluster-c.mesh/ns/default/sa/intruder";
-    let mut web = http_workload("web", "default/web", nginx.addr);
-    web.inbound[0].allow.push(intruder.to_owned());
-    t.add_workload("cluster-b", web)?;
-    t.export("cluster-b", "default/web", &["cluster-a"]);
-    t.add_workload(
-        "cluster-a",
-        Workload::new("default", "frontend").calls("default/web", 80, Protocol::Http),
-    )?;
-    t.add_workload(
-        "cluster-c",
-        Workload::new("default", "intruder").calls("default/web", 80, Protocol::Http),
-    )?;
-    let mut mesh = t.start()?;
-    assert!(FRONTEND_ID.contains("cluster-a"));
+    logs_on_error(|| {
+        let mut t = Topology::new("unlinked")?;
+        for c in ["cluster-a", "cluster-b", "cluster-c"] {
+            t.add_cluster(c)?;
+        }
+        t.link("cluster-a", "cluster-b");
+        t.trust_one_way("cluster-c", "cluster-b");
+        let ip = t.host("cluster-b")?;
+        let nginx = Nginx::start(t.dir(), net::tcp_addr(ip, 8080)?)?;
+        std::fs::write(nginx.root().join("page.txt"), "page\n")?;
+        // B's web lets in A's frontend and C's intruder alike: only the
+        // gateway-level link keeps C out.
+        let intruder = "spiffe://cluster-c.mesh/ns/default/sa/intruder";
+        let mut web = http_workload("web", "default/web", nginx.addr);
+        web.inbound[0].allow.push(intruder.to_owned());
+        t.add_workload("cluster-b", web)?;
+        t.export("cluster-b", "default/web", &["cluster-a"]);
+        t.add_workload(
+            "cluster-a",
+            Workload::new("default", "frontend").calls("default/web", 80, Protocol::Http),
+        )?;
+        t.add_workload(
+            "cluster-c",
+            Workload::new("default", "intruder").calls("default/web", 80, Protocol::Http),
+        )?;
+        let mut mesh = t.start()?;
+        assert!(FRONTEND_ID.contains("cluster-a"));
 
-    let from_a = format!(
-        "http://{}/page.txt?from=a",
-        mesh.outbound("cluster-a", "frontend", "default/web")?
-    );
-    let r = curl(&[&from_a], Duration::from_secs(10))?;
-    ensure!(
-        r.status == 200,
-        "linked A: status {} {}",
-        r.status,
-        r.out.stderr
-    );
-
-    let from_c = format!(
-        "http://{}/page.txt?from=c",
-        mesh.outbound("cluster-c", "intruder", "default/web")?
-    );
-    for attempt in 0..3 {
-        let r = curl(&[&from_c], Duration::from_secs(15))?;
+        let from_a = format!(
+            "http://{}/page.txt?from=a",
+            mesh.outbound("cluster-a", "frontend", "default/web")?
+        );
+        let r = curl(&[&from_a], Duration::from_secs(10))?;
         ensure!(
-            r.status != 200 && !r.body_text().contains("page"),
-            "attempt {attempt}: unlinked C got through: status {} body {:?}",
+            r.status == 200,
+            "linked A: status {} {}",
             r.status,
-            r.body_text()
+            r.out.stderr
         );
+
+        let from_c = format!(
+            "http://{}/page.txt?from=c",
+            mesh.outbound("cluster-c", "intruder", "default/web")?
+        );
+        for attempt in 0..3 {
+            let r = curl(&[&from_c], Duration::from_secs(15))?;
+            ensure!(
+                r.status != 200 && !r.body_text().contains("page"),
+                "attempt {attempt}: unlinked C got through: status {} body {:?}",
+                r.status,
+                r.body_text()
+            );
+            ensure!(
+                r.status == 0 || (500..600).contains(&r.status),
+                "attempt {attempt}: status {} (want a 5xx or a closed connection)",
+                r.status
+            );
+        }
         ensure!(
-            r.status == 0 || (500..600).contains(&r.status),
-            "attempt {attempt}: status {} (want a 5xx or a closed connection)",
-            r.status
+            !nginx.access_log().contains("from=c"),
+            "a request from C reached nginx in B"
         );
-    }
-    ensure!(
-        !nginx.access_log().contains("from=c"),
-        "a request from C reached nginx in B"
-    );
-    mesh.assert_all_running()
+        mesh.assert_all_running()
+    })
 }

@@ -152,7 +152,6 @@ fn h2_outcome(
 }
 
 #[test]
-#[ignore = "mesh-sidecar bug, multicluster-tests/BUGS.md #1: no header_read_ms guard on the inbound h2 preface"]
 fn authenticated_h2_slowloris_on_the_inbound_listener_is_closed() -> Result<()> {
     logs_on_error(|| {
         let mut s = standard("hostile-mtls-slow")?;

@@ -4,6 +4,7 @@
 //! `By=<our SPIFFE ID>;URI=<caller SPIFFE ID>` (Envoy's XFCC format).
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,7 @@ use crate::errors::{error_chain, ERROR_HEADER};
 use crate::http_util::{full, strip_hop_by_hop, Body};
 use crate::io::{sniff_http, PrefixedIo, Sniffed};
 use crate::metrics::{CallerLabels, Direction};
-use crate::outbound::http::graceful;
+use crate::outbound::http::{first_request_within, graceful};
 use crate::runtime::{Shared, Snapshot};
 use crate::tls::ALPN_H2;
 
@@ -81,7 +82,10 @@ pub async fn serve(
     let entry = Arc::new(entry);
     let caller = Arc::new(caller);
     let svc_shared = shared.clone();
+    let seen = Arc::new(AtomicBool::new(false));
+    let svc_seen = seen.clone();
     let svc = service_fn(move |req| {
+        svc_seen.store(true, Ordering::Relaxed);
         let shared = svc_shared.clone();
         let entry = entry.clone();
         let caller = caller.clone();
@@ -96,7 +100,14 @@ pub async fn serve(
                 .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
                 .keep_alive_interval(Some(Duration::from_secs(20)))
                 .serve_connection(io, svc);
-            graceful(conn, &mut drain).await
+            let served = graceful(conn, &mut drain);
+            match first_request_within(served, &seen, cfg.timeouts.header_read).await {
+                Some(r) => r,
+                None => {
+                    tracing::debug!("no HTTP/2 request within header_read_ms; closing");
+                    return;
+                }
+            }
         }
         Sniffed::Http1 => {
             let conn = hyper::server::conn::http1::Builder::new()

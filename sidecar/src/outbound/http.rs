@@ -9,7 +9,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -55,7 +55,10 @@ pub async fn serve(
     let io = TokioIo::new(PrefixedIo::new(prefix, stream));
     let conn_snapshot = snapshot.clone();
     let svc_shared = shared.clone();
+    let seen = Arc::new(AtomicBool::new(false));
+    let svc_seen = seen.clone();
     let svc = service_fn(move |req| {
+        svc_seen.store(true, Ordering::Relaxed);
         let shared = svc_shared.clone();
         let snapshot = conn_snapshot.clone();
         async move { Ok::<_, Infallible>(handle(shared, listen, snapshot, req).await) }
@@ -76,11 +79,39 @@ pub async fn serve(
                 .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
                 .keep_alive_interval(Some(std::time::Duration::from_secs(20)))
                 .serve_connection(io, svc);
-            graceful(conn, &mut drain).await
+            let served = graceful(conn, &mut drain);
+            match first_request_within(served, &seen, cfg.timeouts.header_read).await {
+                Some(r) => r,
+                None => {
+                    tracing::debug!(%listen, "no HTTP/2 request within header_read_ms; closing");
+                    return;
+                }
+            }
         }
     };
     if let Err(e) = result {
         tracing::debug!(%listen, error = %error_chain(&e), "outbound connection ended with an error");
+    }
+}
+
+/// The slowloris guard for HTTP/2, for which hyper's server has no header
+/// read timeout: resolves to `None`, dropping (closing) the connection, when
+/// no request has begun within `deadline` of the connection's start. `seen`
+/// is set by the connection's service on every request.
+pub(crate) async fn first_request_within<F: std::future::Future>(
+    served: F,
+    seen: &AtomicBool,
+    deadline: std::time::Duration,
+) -> Option<F::Output> {
+    tokio::pin!(served);
+    tokio::select! {
+        r = served.as_mut() => Some(r),
+        () = async {
+            tokio::time::sleep(deadline).await;
+            if seen.load(Ordering::Relaxed) {
+                std::future::pending::<()>().await;
+            }
+        } => None,
     }
 }
 

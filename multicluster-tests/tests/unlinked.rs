@@ -6,9 +6,10 @@
 
 use std::time::Duration;
 
-use anyhow::{ensure, Result};
+use anyhow::{anyhow, ensure, Result};
 use multicluster_tests::config::Protocol;
 use multicluster_tests::process::logs_on_error;
+use multicluster_tests::ready::http_get;
 use multicluster_tests::servers::Nginx;
 use multicluster_tests::standard::{http_workload, FRONTEND_ID};
 use multicluster_tests::tools::curl;
@@ -78,6 +79,30 @@ fn a_gateway_of_an_unlinked_cluster_cannot_open_a_tunnel() -> Result<()> {
             !nginx.access_log().contains("from=c"),
             "a request from C reached nginx in B"
         );
+        // The refusal happened at B's gateway, in the QUIC handshake: B counts
+        // the failed handshakes and has no connection to C.
+        let admin = mesh.topology().gateway_admin("cluster-b")?;
+        let (status, metrics) = http_get(admin, "/metrics", Duration::from_secs(5))?;
+        ensure!(status == 200, "gateway B /metrics: status {status}");
+        let failures = metric_value(&metrics, "isthmus_gateway_handshake_failures_total")
+            .ok_or_else(|| anyhow!("no handshake failure counter in B's metrics:\n{metrics}"))?;
+        ensure!(
+            failures >= 1.0,
+            "B counted {failures} failed handshakes, want >= 1"
+        );
+        ensure!(
+            !metrics.contains("peer=\"cluster-c\""),
+            "B lists a connection to cluster-c:\n{metrics}"
+        );
         mesh.assert_all_running()
+    })
+}
+
+/// The value of an unlabelled counter in Prometheus/OpenMetrics text
+/// (`name` or `name_total` line).
+fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (key, value) = l.split_once(' ')?;
+        (key == name).then(|| value.trim().parse().ok()).flatten()
     })
 }

@@ -178,6 +178,9 @@ pub struct QuicConfig {
     pub send_window: u64,
     /// Concurrent bidirectional streams a peer may open.
     pub max_concurrent_streams: u64,
+    /// Streams in flight across the gateway before new ones are rejected
+    /// with [`tunnel_proto::RejectReason::Overloaded`].
+    pub max_streams_in_flight: usize,
 }
 
 /// Deadlines.
@@ -484,6 +487,7 @@ impl Validator<'_> {
             ("quic.receive_window_bytes", q.receive_window_bytes),
             ("quic.send_window_bytes", q.send_window_bytes),
             ("quic.max_concurrent_streams", q.max_concurrent_streams),
+            ("quic.max_streams_in_flight", q.max_streams_in_flight),
         ] {
             if v == 0 || v > VARINT_MAX {
                 return Err(self.err(k, "must be between 1 and 2^62-1"));
@@ -496,6 +500,7 @@ impl Validator<'_> {
             receive_window: q.receive_window_bytes,
             send_window: q.send_window_bytes,
             max_concurrent_streams: q.max_concurrent_streams,
+            max_streams_in_flight: usize::try_from(q.max_streams_in_flight).unwrap_or(usize::MAX),
         })
     }
 

@@ -80,8 +80,20 @@ async fn connection(incoming: quinn::Incoming, ctx: Arc<Ctx>) {
                 handshake::abort(&mut send, &mut recv, code::DRAINING);
                 continue;
             }
-            let guard = ctx.inflight.enter();
             let config = ctx.config.load();
+            if ctx.inflight.count() >= config.quic.max_streams_in_flight {
+                // Refuse before reading the header, so the source can go
+                // elsewhere at once (tunnel protocol: reject before payload).
+                tokio::spawn(refuse(
+                    ctx.metrics.clone(),
+                    send,
+                    recv,
+                    RejectReason::Overloaded,
+                    "too many streams in flight at this gateway",
+                ));
+                continue;
+            }
+            let guard = ctx.inflight.enter();
             let ctx = ctx.clone();
             let caller = route::classify(&config, &id);
             let span = info_span!("stream", n = stream_no);
@@ -95,7 +107,16 @@ async fn connection(incoming: quinn::Incoming, ctx: Arc<Ctx>) {
                         Some(Caller::Peer { cluster, .. }) => {
                             crate::inbound::inbound(&ctx, config, &cluster, send, recv).await;
                         }
-                        None => unauthorized(&ctx.metrics, send, recv).await,
+                        None => {
+                            refuse(
+                                ctx.metrics.clone(),
+                                send,
+                                recv,
+                                RejectReason::Unauthorized,
+                                "caller is not a linked peer or a local workload",
+                            )
+                            .await;
+                        }
                     }
                 }
                 .instrument(span),
@@ -107,17 +128,17 @@ async fn connection(incoming: quinn::Incoming, ctx: Arc<Ctx>) {
     .await;
 }
 
-/// A caller no longer admitted by the config (e.g. its peer was removed by
-/// a reload): reject without reading the header.
-async fn unauthorized(metrics: &Metrics, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+/// Rejects a stream without reading its header: a caller no longer
+/// admitted by the config (e.g. its peer was removed by a reload), or a
+/// gateway over its stream limit.
+async fn refuse(
+    metrics: Metrics,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    reason: RejectReason,
+    detail: &'static str,
+) {
     let mut acceptor = Acceptor::new(handshake::now(), std::time::Duration::ZERO);
-    let reject = Some((
-        RejectReason::Unauthorized,
-        "caller is not a linked peer or a local workload",
-    ));
-    let _ = handshake::respond(&mut send, &mut recv, &mut acceptor, reject).await;
-    metrics.stream(
-        Direction::Inbound,
-        &StreamOutcome::Rejected(RejectReason::Unauthorized),
-    );
+    let _ = handshake::respond(&mut send, &mut recv, &mut acceptor, Some((reason, detail))).await;
+    metrics.stream(Direction::Inbound, &StreamOutcome::Rejected(reason));
 }

@@ -365,3 +365,31 @@ async fn the_pool_reconnects_when_the_peer_comes_up() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_over_the_limit_are_rejected_as_overloaded() -> anyhow::Result<()> {
+    let p = Pair::new().await;
+    let limited = a_yaml(&p.a, &p.b, p.gw_b.quic_addr(), 5000).replace(
+        "idle_timeout_ms: 5000 }",
+        "idle_timeout_ms: 5000, max_streams_in_flight: 1 }",
+    );
+    p.gw_a.reload(p.a.config(&limited))?;
+    let sc = p.sidecar().await;
+
+    // The first stream is accepted and stays open: the gateway is full.
+    let (ev, mut send, mut recv) = sc.open(&p.echo_header()).await?;
+    assert!(matches!(ev, OpenerEvent::Accepted { .. }), "{ev:?}");
+    let (ev, ..) = sc.open(&p.echo_header()).await?;
+    assert_eq!(rejected(&ev), Some(RejectReason::Overloaded), "{ev:?}");
+
+    // Once it ends, streams are admitted again.
+    send.finish()?;
+    read_to_end(&mut recv).await?;
+    eventually("the first stream leaves the in-flight count", || async {
+        p.gw_a.streams_in_flight() == 0
+    })
+    .await?;
+    let (ev, ..) = sc.open(&p.echo_header()).await?;
+    assert!(matches!(ev, OpenerEvent::Accepted { .. }), "{ev:?}");
+    Ok(())
+}

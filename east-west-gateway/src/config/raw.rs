@@ -138,6 +138,9 @@ pub struct RawQuic {
     pub send_window_bytes: u64,
     /// Concurrent bidirectional streams a peer may open.
     pub max_concurrent_streams: u64,
+    /// Streams in flight across the whole gateway; past it new streams are
+    /// rejected as overloaded.
+    pub max_streams_in_flight: u64,
 }
 
 impl Default for RawQuic {
@@ -149,6 +152,7 @@ impl Default for RawQuic {
             receive_window_bytes: 67_108_864,
             send_window_bytes: 67_108_864,
             max_concurrent_streams: 4_096,
+            max_streams_in_flight: 65_536,
         }
     }
 }

@@ -31,6 +31,11 @@ pub async fn outbound(ctx: &Ctx, config: Arc<Config>, mut send: SendStream, mut 
             return;
         }
     };
+    if let Some(tp) = &header.traceparent {
+        // W3C Trace Context from the opener: ties this stream's logs to the
+        // same stream at the other gateway and at both sidecars.
+        tracing::Span::current().record("traceparent", tp.as_str());
+    }
     let target = format!(
         "{}/{}/{}:{}",
         header.target_cluster, header.namespace, header.service, header.port

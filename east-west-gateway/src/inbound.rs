@@ -38,6 +38,11 @@ pub async fn inbound(
             return;
         }
     };
+    if let Some(tp) = &header.traceparent {
+        // W3C Trace Context from the opener: ties this stream's logs to the
+        // same stream at the other gateway and at both sidecars.
+        tracing::Span::current().record("traceparent", tp.as_str());
+    }
     let target = format!("{}/{}:{}", header.namespace, header.service, header.port);
     let pick = ctx.round_robin.fetch_add(1, Ordering::Relaxed);
     let now = tokio::time::Instant::now();

@@ -96,7 +96,7 @@ async fn connection(incoming: quinn::Incoming, ctx: Arc<Ctx>) {
             let guard = ctx.inflight.enter();
             let ctx = ctx.clone();
             let caller = route::classify(&config, &id);
-            let span = info_span!("stream", n = stream_no);
+            let span = info_span!("stream", n = stream_no, traceparent = tracing::field::Empty);
             tokio::spawn(
                 async move {
                     let _guard = guard;

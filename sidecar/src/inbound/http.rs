@@ -84,8 +84,18 @@ pub async fn serve(
     let svc_shared = shared.clone();
     let seen = Arc::new(AtomicBool::new(false));
     let svc_seen = seen.clone();
+    // The caller is fixed for the connection: look its counter up once, not
+    // per request.
+    let by_caller = shared
+        .metrics
+        .requests_by_caller
+        .get_or_create(&CallerLabels {
+            caller: caller.to_string(),
+        })
+        .clone();
     let svc = service_fn(move |req| {
         svc_seen.store(true, Ordering::Relaxed);
+        by_caller.inc();
         let shared = svc_shared.clone();
         let entry = entry.clone();
         let caller = caller.clone();
@@ -130,13 +140,6 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let start = Instant::now();
-    shared
-        .metrics
-        .requests_by_caller
-        .get_or_create(&CallerLabels {
-            caller: caller.to_string(),
-        })
-        .inc();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let resp = match forward(&shared, entry, caller, req).await {

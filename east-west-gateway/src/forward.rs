@@ -56,26 +56,23 @@ pub async fn outbound(ctx: &Ctx, config: Arc<Config>, mut send: SendStream, mut 
         }
     };
     let wait = config.timeouts.connect;
-    let conn = match ctx.pool.connection(&peer, wait).await {
-        Ok(c) => c,
-        Err(e) => {
-            let detail = e.to_string();
-            return finish_reject(
-                ctx,
-                &mut send,
-                &mut recv,
-                &mut acceptor,
-                RejectReason::PeerUnavailable,
-                &detail,
-                &target,
-            )
-            .await;
+    // A peer we cannot reach or open a stream to is "peer unavailable", so
+    // the sidecar can try another cluster.
+    let opened = async {
+        let conn = ctx
+            .pool
+            .connection(&peer, wait)
+            .await
+            .map_err(|e| e.to_string())?;
+        match tokio::time::timeout(wait, conn.open_bi()).await {
+            Ok(Ok(streams)) => Ok(streams),
+            _ => Err(format!("cannot open a stream to the gateway of {peer}")),
         }
-    };
-    let (mut psend, mut precv) = match tokio::time::timeout(wait, conn.open_bi()).await {
-        Ok(Ok(s)) => s,
-        _ => {
-            let detail = format!("cannot open a stream to the gateway of {peer}");
+    }
+    .await;
+    let (mut psend, mut precv) = match opened {
+        Ok(streams) => streams,
+        Err(detail) => {
             return finish_reject(
                 ctx,
                 &mut send,

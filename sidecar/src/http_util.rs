@@ -59,6 +59,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// `uri`'s path and query (`/` when it has none) as an absolute
+/// `http://<authority>` URI.
+///
+/// # Errors
+/// The authority is not valid.
+pub fn http_uri(uri: &Uri, authority: Authority) -> Result<Uri, http::Error> {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+}
+
 /// Rewrites a downstream request (HTTP/1.1 or HTTP/2) for the HTTP/2
 /// connection to the peer sidecar: absolute URI with scheme `http` and the
 /// authority from the URI or `Host` (else `fallback_authority`), `Host`
@@ -83,16 +97,7 @@ pub fn to_h2_request<B>(
             None => fallback_authority.parse()?,
         },
     };
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    parts.uri = Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(authority)
-        .path_and_query(path)
-        .build()?;
+    parts.uri = http_uri(&parts.uri, authority)?;
     parts.version = Version::HTTP_2;
     parts.headers.remove(header::HOST);
     strip_hop_by_hop(&mut parts.headers);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, HOST};
-use http::uri::{Scheme, Uri};
+use http::uri::Authority;
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -24,7 +24,7 @@ use trust_bundle::SpiffeId;
 
 use crate::config::{AppProtocol, Inbound};
 use crate::errors::{error_chain, ERROR_HEADER};
-use crate::http_util::{full, strip_hop_by_hop, Body};
+use crate::http_util::{full, http_uri, strip_hop_by_hop, Body};
 use crate::io::{sniff_http, PrefixedIo, Sniffed};
 use crate::metrics::{CallerLabels, Direction};
 use crate::outbound::http::{first_request_within, graceful};
@@ -186,17 +186,12 @@ async fn forward(
     let xfcc = format!("By={};URI={}", shared.id, caller);
     let xfcc = HeaderValue::from_str(&xfcc).map_err(|e| ("invalid caller id", e.to_string()))?;
     parts.headers.insert(XFCC, xfcc);
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    parts.uri = Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(entry.app.to_string())
-        .path_and_query(path)
-        .build()
-        .map_err(|e| ("invalid request", e.to_string()))?;
+    let app: Authority = entry
+        .app
+        .to_string()
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| ("invalid request", e.to_string()))?;
+    parts.uri = http_uri(&parts.uri, app).map_err(|e| ("invalid request", e.to_string()))?;
     let client = match entry.app_protocol {
         AppProtocol::Http1 => {
             parts.version = Version::HTTP_11;

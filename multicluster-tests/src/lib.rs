@@ -17,6 +17,7 @@
 //! clients at the outbound listeners, and let `Drop` clean up. Every wait is
 //! bounded by [`ready::patience`]. This is test code: errors are `anyhow`.
 
+pub mod bench;
 pub mod bins;
 pub mod config;
 pub mod mesh;

@@ -190,11 +190,14 @@ impl Mesh {
             &bins.sidecar
         };
         let log_level = std::env::var("ISTHMUS_TEST_LOG").unwrap_or_else(|_| "info".into());
-        let spec = Spec::new(program)
+        let mut spec = Spec::new(program)
             .arg("--config")
             .arg(config)
             .env("RUST_LOG", log_level)
             .env("NO_COLOR", "1");
+        if let Some(cpus) = &self.topology.cpus {
+            spec = spec.cpus(cpus.clone());
+        }
         let name = key(cluster, component);
         let log = self.topology.log_path(cluster, component);
         let p = Process::spawn(&name, spec, &log).with_context(|| format!("spawning {name}"))?;

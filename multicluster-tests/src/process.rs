@@ -62,6 +62,10 @@ pub struct Spec {
     /// Signal sent on drop before SIGKILL (e.g. `INT` for PostgreSQL's fast
     /// shutdown); `None` kills at once.
     pub stop_signal: Option<&'static str>,
+    /// Run pinned to this CPU list (`taskset -c` syntax, e.g. `"1"` or
+    /// `"2-3"`): the program is started through `taskset`, which execs it, so
+    /// the pid is the program's and every thread it starts inherits the mask.
+    pub cpus: Option<String>,
 }
 
 impl Spec {
@@ -73,7 +77,14 @@ impl Spec {
             env: Vec::new(),
             user: None,
             stop_signal: None,
+            cpus: None,
         }
+    }
+
+    /// Pins the process to `cpus` (`taskset -c` syntax).
+    pub fn cpus(mut self, cpus: impl Into<String>) -> Self {
+        self.cpus = Some(cpus.into());
+        self
     }
 
     /// Adds an argument.
@@ -124,7 +135,14 @@ impl Process {
             .with_context(|| format!("opening log {}", self.log.display()))?;
         writeln!(file, "==== harness: starting {} ====", self.name)?;
         let err = file.try_clone()?;
-        let mut cmd = Command::new(&self.spec.program);
+        let mut cmd = match &self.spec.cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(cpus).arg(&self.spec.program);
+                c
+            }
+            None => Command::new(&self.spec.program),
+        };
         cmd.args(&self.spec.args)
             .stdin(Stdio::null())
             .stdout(file)

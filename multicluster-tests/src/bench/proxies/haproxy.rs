@@ -1,5 +1,5 @@
-//! HAProxy pair configured as its documentation recommends for a
-//! keep-alive reverse proxy (`haproxy-{client,server}.cfg`):
+//! HAProxy pair configured as an idiomatic keep-alive reverse proxy
+//! (`haproxy-{client,server}.cfg`), HAProxy's defaults unless said here:
 //!
 //! - **Process**: run in the foreground (`-db`, no master process),
 //!   `nbthread 1`, no `log` line (so no access log), `maxconn 20000`
@@ -11,8 +11,9 @@
 //!   knowledge) by itself; its backend reaches the peer over `ssl` with
 //!   HTTP/1.1 (HAProxy's default upstream protocol), keep-alive and
 //!   `http-reuse always` (idle server connections are shared between client
-//!   connections, as Envoy's connection pool does; the default `safe`
-//!   never gives a client connection's first request an idle connection).
+//!   connections, as Envoy's connection pool does; with the default `safe`
+//!   the first request of each client connection gets a connection of its
+//!   own). Default `retries 3`.
 //!   `grpc` binds with `proto h2` and its server line says `alpn h2`, so
 //!   HTTP/2 is kept end to end; `tcp` is `mode tcp`.
 //! - **mTLS**: `ssl-min-ver TLSv1.3` for binds and servers
@@ -21,7 +22,8 @@
 //!   `verify required` and `ca-file` (the bench CA). HAProxy 2.6 has no
 //!   matcher for URI SANs (`verifyhost` checks DNS names), so the peer's
 //!   SPIFFE ID is not checked: the CA issues only the two proxies' SVIDs.
-//!   No `x-forwarded-client-cert` either (no SAN fetch to build it from).
+//!   No `x-forwarded-client-cert` header is added (Envoy's server side and
+//!   Isthmus' sidecar add one; HAProxy has no built-in equivalent).
 //! - **Server side**: TLS `bind`s with `verify required`; `http` to the
 //!   HTTP/1.1 backend, `grpc` (`alpn h2` on the bind) to the h2c backend
 //!   with `proto h2`, `tcp` in `mode tcp`.

@@ -24,7 +24,7 @@
 //!   `client_ip`; the server-side listeners are TLS on `server_ip`.
 //! - **Readiness**: every listener of both proxies accepts TCP, a
 //!   `GET /1k` through the `http` entry returns 200 with 1024 bytes, and a
-//!   `POST` over h2c through the `grpc` entry gets any HTTP/2 answer below
+//!   `GET /` over h2c through the `grpc` entry gets any HTTP/2 answer below
 //!   500 from the backend; bounded by [`ready::patience`].
 //!
 //! Envoy ([`envoy`]) is configured the way Istio configures a sidecar;
@@ -293,12 +293,9 @@ impl ProxyPair {
             probe_http(&http)
         })?;
         let grpc = format!("http://{}/", plan.entry.grpc);
-        wait_both(
-            &mut client,
-            &mut server,
-            &format!("h2c POST {grpc}"),
-            || probe_h2c(&grpc),
-        )?;
+        wait_both(&mut client, &mut server, &format!("h2c GET {grpc}"), || {
+            probe_h2c(&grpc)
+        })?;
         Ok(ProxyPair {
             kind,
             client,
@@ -467,19 +464,15 @@ fn probe_http(url: &str) -> Result<()> {
     Ok(())
 }
 
-/// An empty `POST url` over h2c (prior knowledge) gets an HTTP/2 answer
-/// from the backend: any status below 500 (a gRPC server may answer 200
-/// with a `grpc-status`, nginx `return` 200, a static location 405).
+/// `GET url` over h2c (prior knowledge) gets an HTTP/2 answer from the
+/// backend: any status below 500 (nginx answers `/` with 403 or 404, a
+/// gRPC server a non-POST with 405 or 200 and a `grpc-status`). A GET, not
+/// a POST: an h2 server that answers before reading a request body resets
+/// the stream afterwards, which curl reports as a failure.
 fn probe_h2c(url: &str) -> Result<()> {
     let r = curl(
         &[
             "--http2-prior-knowledge",
-            "-X",
-            "POST",
-            "-H",
-            "content-type: application/grpc",
-            "--data-binary",
-            "",
             "-o",
             "/dev/null",
             "-w",

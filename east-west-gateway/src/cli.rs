@@ -82,6 +82,7 @@ async fn run(config: Config, path: &Path) -> ExitCode {
         file = %path.display(),
         cluster = %config.cluster,
         listen = %config.listen,
+        tcp_listen = ?config.tcp_listen,
         admin = %config.admin,
         identity = ?config.identity,
         peers = ?config.peers,

@@ -68,6 +68,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Admin listener (TCP).
     pub admin: SocketAddr,
+    /// TCP+TLS (HTTP/2 CONNECT) listener for peers, if any.
+    pub tcp_listen: Option<SocketAddr>,
     /// Linked peers, by cluster name.
     pub peers: BTreeMap<String, PeerConfig>,
     /// Exports, by service key.
@@ -91,6 +93,18 @@ pub struct PeerConfig {
     pub address: PeerAddress,
     /// The only ID accepted for it, if restricted.
     pub spiffe_id: Option<SpiffeId>,
+    /// How we reach it.
+    pub transport: PeerTransport,
+}
+
+/// The transport of the hop from this gateway to a peer gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerTransport {
+    /// QUIC from our `listen` endpoint to the peer's `address`.
+    Quic,
+    /// One TLS 1.3 over TCP connection carrying HTTP/2, one CONNECT stream
+    /// per tunnel stream, to the peer's `tcp_listen` at this address.
+    TcpTls(PeerAddress),
 }
 
 impl PeerConfig {
@@ -112,7 +126,7 @@ pub enum PeerAddress {
     Dns {
         /// Host name.
         host: String,
-        /// UDP port.
+        /// UDP port (TCP for a `tcp_address`).
         port: u16,
     },
 }
@@ -319,6 +333,10 @@ impl Validator<'_> {
         }
         let listen = self.socket_addr("listen", &raw.listen)?;
         let admin = self.socket_addr("admin", &raw.admin)?;
+        let tcp_listen = match &raw.tcp_listen {
+            Some(s) => Some(self.socket_addr("tcp_listen", s)?),
+            None => None,
+        };
 
         let mut peers = BTreeMap::new();
         let mut tds = BTreeSet::new();
@@ -364,6 +382,7 @@ impl Validator<'_> {
             trust_domain,
             listen,
             admin,
+            tcp_listen,
             peers,
             exports,
             quic: self.quic(&raw.quic)?,
@@ -403,11 +422,35 @@ impl Validator<'_> {
                 Some(id)
             }
         };
+        let transport = match (p.transport.unwrap_or(RawTransport::Quic), &p.tcp_address) {
+            (RawTransport::Quic, None) => PeerTransport::Quic,
+            (RawTransport::Quic, Some(_)) => {
+                return Err(self.err(
+                    format!("{key}.tcp_address"),
+                    "is only used with `transport: tcp-tls`",
+                ))
+            }
+            (RawTransport::TcpTls, None) => {
+                return Err(self.err(
+                    format!("{key}.tcp_address"),
+                    "is required with `transport: tcp-tls`",
+                ))
+            }
+            (RawTransport::TcpTls, Some(a)) => {
+                PeerTransport::TcpTls(parse_peer_address(a).ok_or_else(|| {
+                    self.err(
+                        format!("{key}.tcp_address"),
+                        format!("`{a}` is not host:port"),
+                    )
+                })?)
+            }
+        };
         Ok(PeerConfig {
             cluster: p.cluster.clone(),
             trust_domain,
             address,
             spiffe_id,
+            transport,
         })
     }
 

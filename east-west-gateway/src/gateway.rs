@@ -1,5 +1,6 @@
 //! The gateway as a running component: [`Gateway::start`] loads the
-//! identity, binds the QUIC and admin listeners and starts the peer pool;
+//! identity, binds the QUIC, TCP+TLS (if `tcp_listen`) and admin listeners
+//! and starts the peer pool;
 //! [`Gateway::reload`] swaps config atomically; [`Gateway::drain`] stops
 //! gracefully.
 
@@ -25,6 +26,8 @@ use crate::metrics::Metrics;
 use crate::peers::{PeerPool, PoolContext};
 use crate::server::{self, Ctx};
 use crate::state::{ConfigCell, Health, InFlight, Status};
+use crate::tcp_tls::server::ListenError;
+use crate::tcp_tls::{self};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +38,9 @@ pub enum StartError {
     /// The QUIC endpoint could not be set up or bound.
     #[error("quic listener")]
     Endpoint(#[source] EndpointError),
+    /// The TCP+TLS listener (`tcp_listen`) could not be set up or bound.
+    #[error("tcp+tls listener")]
+    TcpListen(#[source] ListenError),
     /// The admin listener could not be bound.
     #[error("cannot bind admin tcp {addr}")]
     Admin {
@@ -85,15 +91,16 @@ pub struct Gateway {
     source: Arc<SvidSource>,
     store: BundleStore,
     quic_addr: SocketAddr,
+    tcp_addr: Option<SocketAddr>,
     admin_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Gateway {
-    /// Loads the identity, binds `listen` (UDP) and `admin` (TCP), starts
-    /// the peer pool, SVID rotation and admin server, and registers the
-    /// metric families into `registry`.
+    /// Loads the identity, binds `listen` (UDP), `tcp_listen` (TCP, if set)
+    /// and `admin` (TCP), starts the peer pool, SVID rotation and admin
+    /// server, and registers the metric families into `registry`.
     ///
     /// # Errors
     /// [`StartError`].
@@ -118,6 +125,21 @@ impl Gateway {
                 source,
             })
         })?;
+        let tcp_listener = match config.tcp_listen {
+            Some(addr) => {
+                let bind = |source| StartError::TcpListen(ListenError::Bind { addr, source });
+                let l = tokio::net::TcpListener::bind(addr).await.map_err(bind)?;
+                let bound = l.local_addr().map_err(bind)?;
+                let tls = tcp_tls::tls::server_config(
+                    identity.source.clone(),
+                    store.clone(),
+                    cell.clone(),
+                )
+                .map_err(|e| StartError::TcpListen(ListenError::Tls(e)))?;
+                Some((l, bound, tls))
+            }
+            None => None,
+        };
         let admin_listener =
             tokio::net::TcpListener::bind(config.admin)
                 .await
@@ -134,11 +156,13 @@ impl Gateway {
 
         let metrics = Metrics::register(&mut registry);
         let status = Arc::new(Status::default());
+        let (shutdown, shutdown_rx) = watch::channel(false);
         let pool = PeerPool::new(PoolContext::new(
             quic.clone(),
             identity.source.clone(),
             store.clone(),
             metrics.clone(),
+            shutdown_rx.clone(),
         ));
         pool.reconcile(&config);
         let ctx = Arc::new(Ctx {
@@ -150,7 +174,6 @@ impl Gateway {
             pool,
             round_robin: AtomicUsize::new(0),
         });
-        let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = vec![
             tokio::spawn(server::accept_loop(quic.clone(), ctx.clone())),
             tokio::spawn(admin::serve(
@@ -163,6 +186,15 @@ impl Gateway {
                 shutdown_rx.clone(),
             )),
         ];
+        let tcp_addr = tcp_listener.as_ref().map(|(_, bound, _)| *bound);
+        if let Some((listener, _, tls)) = tcp_listener {
+            tasks.push(tokio::spawn(tcp_tls::server::accept_loop(
+                listener,
+                tls,
+                ctx.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
         if let Some(issuer) = identity.issuer {
             tasks.push(tokio::spawn(trust_bundle::source::run_rotation(
                 identity.source.clone(),
@@ -173,8 +205,9 @@ impl Gateway {
             )));
         }
         status.set_ready();
+        let tcp = tcp_addr.map_or_else(|| "-".to_owned(), |a| a.to_string());
         info!(
-            "mesh-gateway ready listen={quic_addr} admin={admin_addr} cluster={} id={}",
+            "mesh-gateway ready listen={quic_addr} tcp_listen={tcp} admin={admin_addr} cluster={} id={}",
             config.cluster, identity.id
         );
         Ok(Gateway {
@@ -183,6 +216,7 @@ impl Gateway {
             source: identity.source,
             store,
             quic_addr,
+            tcp_addr,
             admin_addr,
             shutdown,
             tasks,
@@ -192,6 +226,11 @@ impl Gateway {
     /// The bound QUIC (UDP) address.
     pub fn quic_addr(&self) -> SocketAddr {
         self.quic_addr
+    }
+
+    /// The bound TCP+TLS (`tcp_listen`) address, if configured.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
     }
 
     /// The bound admin (TCP) address.
@@ -215,9 +254,10 @@ impl Gateway {
     }
 
     /// Swaps in `config` atomically: new streams use it, streams in flight
-    /// keep theirs. Peers, exports, endpoints, timeouts, QUIC settings (for
-    /// new connections) and bundles may change; `cluster`, `listen`,
-    /// `admin` and `identity.spiffe_id` need a restart.
+    /// keep theirs. Peers (with their transport), exports, endpoints,
+    /// timeouts, QUIC settings (for new connections) and bundles may
+    /// change; `cluster`, `listen`, `tcp_listen`, `admin` and
+    /// `identity.spiffe_id` need a restart.
     ///
     /// # Errors
     /// [`ReloadError`]; nothing changed.
@@ -226,6 +266,7 @@ impl Gateway {
         for (key, changed) in [
             ("cluster", old.cluster != config.cluster),
             ("listen", old.listen != config.listen),
+            ("tcp_listen", old.tcp_listen != config.tcp_listen),
             ("admin", old.admin != config.admin),
             (
                 "identity.spiffe_id",
@@ -277,7 +318,8 @@ impl Gateway {
 
     /// Graceful stop: `/readyz` turns 503, new connections are refused and
     /// new streams reset with `DRAINING`, streams in flight get up to
-    /// `timeouts.drain_ms`; then the endpoint closes with `CLOSE_DRAINING`.
+    /// `timeouts.drain_ms`; then the endpoint closes with `CLOSE_DRAINING`
+    /// and TCP+TLS connections are dropped.
     pub async fn drain(self) -> DrainReport {
         self.ctx.status.set_draining();
         let limit = self.ctx.config.load().timeouts.drain;

@@ -1,14 +1,17 @@
-//! Thin async drivers for the sans-IO [`Acceptor`] and [`Opener`] on quinn
-//! streams: feed reads, FIN and resets in, arm one timer at
+//! Thin async drivers for the sans-IO [`Acceptor`] and [`Opener`] on the
+//! halves of a tunnel stream, whatever carries it (a QUIC stream, an HTTP/2
+//! CONNECT stream: anything implementing [`SpliceRead`] and
+//! [`TunnelWrite`]): feed reads, FIN and resets in, arm one timer at
 //! `poll_timeout()`, act on `poll_event()`. Time is tokio's, so paused-time
 //! tests apply.
 
 use std::time::{Duration, Instant};
 
-use quinn::{RecvStream, SendStream, VarInt};
 use tunnel_proto::{
     Acceptor, AcceptorEvent, HandshakeError, OpenHeader, Opener, OpenerEvent, RejectReason,
 };
+
+use crate::relay::{ReadOutcome, SpliceRead, TunnelWrite, WriteError};
 
 /// Largest read per call while handshaking, bytes (a header is at most
 /// 4099 bytes).
@@ -29,10 +32,15 @@ async fn sleep_until(at: Option<Instant>) {
 /// Reads an OPEN header from `recv` within the acceptor's deadline.
 /// Returns the header and payload bytes read past it; on failure the caller
 /// resets the stream with [`HandshakeError::reset_code`].
-pub async fn read_header(
-    recv: &mut RecvStream,
+///
+/// # Errors
+/// [`HandshakeError`] from the acceptor: timeout, early FIN, reset,
+/// malformed header.
+pub async fn read_header<R: SpliceRead>(
+    recv: &mut R,
     acceptor: &mut Acceptor,
 ) -> Result<(OpenHeader, Vec<u8>), HandshakeError> {
+    let mut buf = vec![0u8; READ_CHUNK];
     loop {
         match acceptor.poll_event() {
             Some(AcceptorEvent::Header { header, early_data }) => return Ok((header, early_data)),
@@ -40,11 +48,10 @@ pub async fn read_header(
             None => {}
         }
         tokio::select! {
-            r = recv.read_chunk(READ_CHUNK, true) => match r {
-                Ok(Some(chunk)) => acceptor.handle_recv(&chunk.bytes, now()),
-                Ok(None) => acceptor.handle_fin(now()),
-                Err(quinn::ReadError::Reset(code)) => acceptor.handle_reset(code.into_inner(), now()),
-                Err(_) => acceptor.handle_reset(u64::from(tunnel_proto::code::PEER_RESET), now()),
+            r = recv.read(&mut buf) => match r {
+                ReadOutcome::Data(n) => acceptor.handle_recv(&buf[..n], now()),
+                ReadOutcome::Fin => acceptor.handle_fin(now()),
+                ReadOutcome::Reset(code) => acceptor.handle_reset(code, now()),
             },
             () = sleep_until(acceptor.poll_timeout()) => acceptor.handle_timeout(now()),
         }
@@ -56,12 +63,12 @@ pub async fn read_header(
 ///
 /// # Errors
 /// The stream was stopped or the connection is gone.
-pub async fn respond(
-    send: &mut SendStream,
-    recv: &mut RecvStream,
+pub async fn respond<W: TunnelWrite, R: SpliceRead>(
+    send: &mut W,
+    recv: &mut R,
     acceptor: &mut Acceptor,
     reject: Option<(RejectReason, &str)>,
-) -> Result<(), quinn::WriteError> {
+) -> Result<(), WriteError> {
     match reject {
         None => acceptor.accept(),
         Some((reason, detail)) => acceptor.reject(reason, detail),
@@ -70,23 +77,23 @@ pub async fn respond(
         send.write_all(&bytes).await?;
     }
     if reject.is_some() {
-        let _ = send.finish();
-        let _ = recv.stop(VarInt::from_u32(tunnel_proto::code::CANCELLED));
+        send.finish_now();
+        recv.stop(tunnel_proto::code::CANCELLED);
     }
     Ok(())
 }
 
 /// Resets both halves of a stream with `code`.
-pub fn abort(send: &mut SendStream, recv: &mut RecvStream, code: u32) {
-    let _ = send.reset(VarInt::from_u32(code));
-    let _ = recv.stop(VarInt::from_u32(code));
+pub fn abort<W: TunnelWrite, R: SpliceRead>(send: &mut W, recv: &mut R, code: u32) {
+    send.reset(code);
+    recv.stop(code);
 }
 
 /// Opens a tunnel on an already opened stream: writes `header` and waits up
 /// to `timeout` for the response. On `Failed` the caller resets the stream.
-pub async fn open(
-    send: &mut SendStream,
-    recv: &mut RecvStream,
+pub async fn open<W: TunnelWrite, R: SpliceRead>(
+    send: &mut W,
+    recv: &mut R,
     header: &OpenHeader,
     timeout: Duration,
 ) -> OpenerEvent {
@@ -98,23 +105,23 @@ pub async fn open(
         let write = tokio::time::timeout(timeout, send.write_all(&bytes)).await;
         match write {
             Ok(Ok(())) => {}
-            Ok(Err(quinn::WriteError::Stopped(code))) => {
-                return OpenerEvent::Failed(HandshakeError::Reset(code.into_inner()))
+            Ok(Err(WriteError::Stopped(code))) => {
+                return OpenerEvent::Failed(HandshakeError::Reset(code))
             }
-            Ok(Err(_)) => return OpenerEvent::Failed(HandshakeError::Closed),
+            Ok(Err(WriteError::Closed)) => return OpenerEvent::Failed(HandshakeError::Closed),
             Err(_) => return OpenerEvent::Failed(HandshakeError::TimedOut),
         }
     }
+    let mut buf = vec![0u8; READ_CHUNK];
     loop {
         if let Some(ev) = opener.poll_event() {
             return ev;
         }
         tokio::select! {
-            r = recv.read_chunk(READ_CHUNK, true) => match r {
-                Ok(Some(chunk)) => opener.handle_recv(&chunk.bytes, now()),
-                Ok(None) => opener.handle_fin(now()),
-                Err(quinn::ReadError::Reset(code)) => opener.handle_reset(code.into_inner(), now()),
-                Err(_) => opener.handle_reset(u64::from(tunnel_proto::code::PEER_RESET), now()),
+            r = recv.read(&mut buf) => match r {
+                ReadOutcome::Data(n) => opener.handle_recv(&buf[..n], now()),
+                ReadOutcome::Fin => opener.handle_fin(now()),
+                ReadOutcome::Reset(code) => opener.handle_reset(code, now()),
             },
             () = sleep_until(opener.poll_timeout()) => opener.handle_timeout(now()),
         }

@@ -3,11 +3,13 @@
 //! plan's order, each within `connect_ms`; one that fails is skipped for a
 //! short cool-down. Then bytes are spliced between the QUIC stream and the
 //! TCP connection: FIN ↔ `shutdown(Write)`, reset ↔ RST.
+//!
+//! The stream may come over QUIC or as an HTTP/2 CONNECT stream from
+//! [`crate::tcp_tls`]: the code path is the same.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use quinn::{RecvStream, SendStream};
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 use tunnel_proto::{code, Acceptor, RejectReason};
@@ -15,17 +17,17 @@ use tunnel_proto::{code, Acceptor, RejectReason};
 use crate::config::Config;
 use crate::handshake;
 use crate::metrics::{Direction, StreamOutcome};
-use crate::relay::{self, QuicRead, QuicWrite, TcpRead, TcpWrite};
+use crate::relay::{self, SpliceRead, TcpRead, TcpWrite, TunnelWrite};
 use crate::route::{self, InboundPlan};
 use crate::server::Ctx;
 
 /// Handles one stream from the gateway of cluster `peer` on `config`.
-pub async fn inbound(
+pub async fn inbound<W: TunnelWrite, R: SpliceRead>(
     ctx: &Ctx,
     config: Arc<Config>,
     peer: &str,
-    mut send: SendStream,
-    mut recv: RecvStream,
+    mut send: W,
+    mut recv: R,
 ) {
     let m = &ctx.metrics;
     let mut acceptor = Acceptor::new(handshake::now(), config.timeouts.header);
@@ -112,7 +114,7 @@ pub async fn inbound(
     }
     m.stream(Direction::Inbound, &StreamOutcome::Accepted);
     debug!(peer, %target, "tunnel open");
-    let copied = relay::run((QuicRead(recv), QuicWrite(send)), (TcpRead(r), w)).await;
+    let copied = relay::run((recv, send), (TcpRead(r), w)).await;
     let to_local = copied.to_upstream + early.len() as u64;
     m.bytes(Direction::Inbound, to_local);
     m.bytes(Direction::Outbound, copied.to_downstream);

@@ -1,11 +1,14 @@
 //! `mesh-gateway`, the Isthmus east-west gateway: QUIC tunnels (ALPN
 //! `isthmus-tunnel/1`, SPIFFE mutual TLS) to the gateways of linked
-//! clusters, and the tunnel endpoint for local sidecars.
+//! clusters, and the tunnel endpoint for local sidecars. A TCP+TLS
+//! baseline transport between gateways (HTTP/2 CONNECT, [`tcp_tls`]) can
+//! replace QUIC per peer, for comparison.
 //!
 //! What it owns: the QUIC endpoint and its trust policy ([`endpoint`]), the
 //! pool of connections to peer gateways with backoff and DNS re-resolution
-//! ([`peers`], [`backoff`]), routing of tunnel streams ([`route`], pure;
-//! carried out by [`forward`] and [`inbound`]), the admin listener
+//! ([`peers`], [`backoff`]), the TCP+TLS transport ([`tcp_tls`]), routing
+//! of tunnel streams ([`route`], pure; carried out by [`forward`] and
+//! [`inbound`]), the admin listener
 //! ([`admin`]), config loading and reload ([`config`], [`gateway`]), and the
 //! binary's entry point [`run_cli`].
 //!
@@ -32,6 +35,7 @@ pub mod relay;
 pub mod route;
 pub mod server;
 pub mod state;
+pub mod tcp_tls;
 
 mod cli;
 

@@ -3,10 +3,14 @@
 //! error goes into the shared sans-IO `Splice`, whose commands are carried
 //! out by the pump that owns the half they name.
 //!
-//! Adapters for QUIC streams ([`QuicRead`], [`QuicWrite`]) and TCP halves
-//! ([`TcpRead`], [`TcpWrite`]) map each transport's end-of-stream signals
-//! onto the protocol's: QUIC FIN/RESET_STREAM/STOP_SENDING, TCP
-//! `shutdown(Write)` for a FIN and an RST (zero linger) for a reset.
+//! The halves of a tunnel stream implement [`SpliceRead`] and
+//! [`TunnelWrite`], whatever carries them: quinn's streams here, HTTP/2
+//! CONNECT streams in [`crate::tcp_tls::stream`]. The handshake drivers
+//! ([`crate::handshake`]) and the routing code are generic over them. TCP
+//! halves ([`TcpRead`], [`TcpWrite`]) are splice-only. Each adapter maps
+//! its transport's end-of-stream signals onto the protocol's: QUIC
+//! FIN/RESET_STREAM/STOP_SENDING, TCP `shutdown(Write)` for a FIN and an
+//! RST (zero linger) for a reset.
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -39,15 +43,38 @@ pub trait SpliceRead: Send {
     fn stop(&mut self, code: u32);
 }
 
+/// Why a write to a spliced stream failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// The peer stopped the stream with this application code (QUIC
+    /// STOP_SENDING; an HTTP/2 RST_STREAM, mapped to a tunnel code).
+    #[error("stream stopped by peer with code {0}")]
+    Stopped(u64),
+    /// The stream or its connection is gone.
+    #[error("stream or connection closed")]
+    Closed,
+}
+
 /// The send half of a spliced stream.
 pub trait SpliceWrite: Send {
-    /// Writes all of `buf`; `Err(())` if the peer stopped or the connection
-    /// is gone.
-    fn write_all(&mut self, buf: &[u8]) -> impl Future<Output = Result<(), ()>> + Send;
+    /// Writes all of `buf`.
+    ///
+    /// # Errors
+    /// [`WriteError`]: the peer stopped the stream or the connection is
+    /// gone.
+    fn write_all(&mut self, buf: &[u8]) -> impl Future<Output = Result<(), WriteError>> + Send;
     /// Half-closes after what was written (QUIC FIN, TCP `shutdown`).
     fn finish(&mut self) -> impl Future<Output = ()> + Send;
     /// Aborts (QUIC RESET_STREAM with `code`; TCP RST when closed).
     fn reset(&mut self, code: u32);
+}
+
+/// The send half of a tunnel stream (not a TCP connection): it can also
+/// half-close without waiting, as the acceptor does after a reject.
+pub trait TunnelWrite: SpliceWrite {
+    /// Half-closes now after what was written (QUIC FIN, HTTP/2
+    /// END_STREAM), without waiting for any acknowledgement.
+    fn finish_now(&mut self);
 }
 
 /// Bytes copied by a finished splice.
@@ -133,7 +160,7 @@ enum Step {
 }
 
 enum WriteStep {
-    Done(Result<(), ()>),
+    Done(Result<(), WriteError>),
     Cmd(Option<SpliceCommand>),
 }
 
@@ -172,7 +199,7 @@ async fn pump<R: SpliceRead, W: SpliceWrite>(
                 };
                 match step {
                     WriteStep::Done(Ok(())) => copied += n as u64,
-                    WriteStep::Done(Err(())) => {
+                    WriteStep::Done(Err(_)) => {
                         writing = false;
                         shared.handle(|c| c.handle_write_error(to));
                     }
@@ -223,14 +250,6 @@ async fn apply<R: SpliceRead, W: SpliceWrite>(
     }
 }
 
-/// The receive half of a QUIC stream.
-#[derive(Debug)]
-pub struct QuicRead(pub quinn::RecvStream);
-
-/// The send half of a QUIC stream.
-#[derive(Debug)]
-pub struct QuicWrite(pub quinn::SendStream);
-
 /// The read half of a TCP connection.
 #[derive(Debug)]
 pub struct TcpRead(pub tokio::net::tcp::OwnedReadHalf);
@@ -239,9 +258,9 @@ pub struct TcpRead(pub tokio::net::tcp::OwnedReadHalf);
 #[derive(Debug)]
 pub struct TcpWrite(pub Option<tokio::net::tcp::OwnedWriteHalf>);
 
-impl SpliceRead for QuicRead {
+impl SpliceRead for quinn::RecvStream {
     async fn read(&mut self, buf: &mut [u8]) -> ReadOutcome {
-        match self.0.read(buf).await {
+        match quinn::RecvStream::read(self, buf).await {
             Ok(Some(n)) => ReadOutcome::Data(n),
             Ok(None) => ReadOutcome::Fin,
             Err(quinn::ReadError::Reset(code)) => ReadOutcome::Reset(code.into_inner()),
@@ -250,26 +269,37 @@ impl SpliceRead for QuicRead {
     }
 
     fn stop(&mut self, code: u32) {
-        let _ = self.0.stop(VarInt::from_u32(code));
+        let _ = quinn::RecvStream::stop(self, VarInt::from_u32(code));
     }
 }
 
-impl SpliceWrite for QuicWrite {
-    async fn write_all(&mut self, buf: &[u8]) -> Result<(), ()> {
-        self.0.write_all(buf).await.map_err(|_| ())
+impl SpliceWrite for quinn::SendStream {
+    async fn write_all(&mut self, buf: &[u8]) -> Result<(), WriteError> {
+        quinn::SendStream::write_all(self, buf)
+            .await
+            .map_err(|e| match e {
+                quinn::WriteError::Stopped(code) => WriteError::Stopped(code.into_inner()),
+                _ => WriteError::Closed,
+            })
     }
 
     async fn finish(&mut self) {
-        if self.0.finish().is_ok() {
+        if quinn::SendStream::finish(self).is_ok() {
             // Wait until the peer acknowledged everything, so that the
             // stream counts as in flight (for drain) until its bytes landed.
             // Bounded by the connection's idle timeout.
-            let _ = self.0.stopped().await;
+            let _ = self.stopped().await;
         }
     }
 
     fn reset(&mut self, code: u32) {
-        let _ = self.0.reset(VarInt::from_u32(code));
+        let _ = quinn::SendStream::reset(self, VarInt::from_u32(code));
+    }
+}
+
+impl TunnelWrite for quinn::SendStream {
+    fn finish_now(&mut self) {
+        let _ = quinn::SendStream::finish(self);
     }
 }
 
@@ -286,10 +316,12 @@ impl SpliceRead for TcpRead {
 }
 
 impl SpliceWrite for TcpWrite {
-    async fn write_all(&mut self, buf: &[u8]) -> Result<(), ()> {
+    async fn write_all(&mut self, buf: &[u8]) -> Result<(), WriteError> {
         match &mut self.0 {
-            Some(w) => AsyncWriteExt::write_all(w, buf).await.map_err(|_| ()),
-            None => Err(()),
+            Some(w) => AsyncWriteExt::write_all(w, buf)
+                .await
+                .map_err(|_| WriteError::Closed),
+            None => Err(WriteError::Closed),
         }
     }
 

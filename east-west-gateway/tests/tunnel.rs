@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use tokio::io::AsyncReadExt;
 use tunnel_proto::code;
 use tunnel_proto::{OpenerEvent, RejectReason};
 
@@ -224,59 +223,6 @@ async fn a_peer_named_by_dns_is_resolved() -> anyhow::Result<()> {
     send.finish()?;
     assert_eq!(read_to_end(&mut recv).await?, b"by name");
     Ok(())
-}
-
-/// A TCP server that reads once, reports what it read, then aborts (RST).
-async fn rst_server() -> std::net::SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let mut b = [0u8; 16];
-            let _ = s.read(&mut b).await;
-            let _ = s.set_zero_linger();
-            drop(s);
-        }
-    });
-    addr
-}
-
-/// A TCP server that reports how each connection's read side ended.
-async fn watching_server() -> (
-    std::net::SocketAddr,
-    tokio::sync::mpsc::UnboundedReceiver<std::io::ErrorKind>,
-) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut b = [0u8; 1024];
-                loop {
-                    match s.read(&mut b).await {
-                        Ok(0) => {
-                            let _ = tx.send(std::io::ErrorKind::UnexpectedEof);
-                            return;
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            let _ = tx.send(e.kind());
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    (addr, rx)
-}
-
-fn extra_export(svc: &str, addr: std::net::SocketAddr, id: &str) -> String {
-    format!(
-        "  - service: default/{svc}\n    port: 8080\n    exported_to: [cluster-a]\n    endpoints:\n      - {{ address: '{addr}', spiffe_id: '{id}' }}\n"
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,10 @@ pub struct RawConfig {
     pub listen: String,
     /// TCP `ip:port` of the admin HTTP listener.
     pub admin: String,
+    /// TCP `ip:port` of the TCP+TLS (HTTP/2 CONNECT) listener for peers
+    /// whose config reaches us with `transport: tcp-tls`; none if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_listen: Option<String>,
     /// Linked peer clusters.
     #[serde(default)]
     pub peers: Vec<RawPeer>,
@@ -79,6 +83,24 @@ pub struct RawPeer {
     /// `trust_domain`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spiffe_id: Option<String>,
+    /// How this gateway reaches the peer (default [`RawTransport::Quic`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<RawTransport>,
+    /// `host:port` of the peer gateway's `tcp_listen`; required with
+    /// `transport: tcp-tls`, refused otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_address: Option<String>,
+}
+
+/// `peers[].transport`: the transport of the gateway-to-gateway hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RawTransport {
+    /// `quic`: tunnel streams are QUIC streams on the shared endpoint.
+    Quic,
+    /// `tcp-tls`: tunnel streams are HTTP/2 CONNECT streams on one TLS
+    /// over TCP connection (the baseline transport).
+    TcpTls,
 }
 
 /// One `exports[]` entry.

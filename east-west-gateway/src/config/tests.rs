@@ -9,11 +9,13 @@ identity:
   bundles: bundles.json
 listen: 127.0.2.1:15443
 admin: 127.0.2.1:15021
+tcp_listen: 127.0.2.1:15444
 peers:
   - cluster: cluster-a
     trust_domain: cluster-a.mesh
     address: 127.0.1.1:15443
     spiffe_id: spiffe://cluster-a.mesh/ns/isthmus-system/sa/east-west-gateway
+    transport: quic
   - cluster: cluster-c
     trust_domain: cluster-c.mesh
     address: gw.cluster-c.example:15443
@@ -58,6 +60,9 @@ fn the_reference_example_parses() {
     assert_eq!(c.cluster, "cluster-b");
     assert_eq!(c.trust_domain.as_str(), "cluster-b.mesh");
     assert_eq!(c.listen, "127.0.2.1:15443".parse().unwrap());
+    assert_eq!(c.tcp_listen, Some("127.0.2.1:15444".parse().unwrap()));
+    assert_eq!(c.peers["cluster-a"].transport, PeerTransport::Quic);
+    assert_eq!(c.peers["cluster-c"].transport, PeerTransport::Quic);
     assert_eq!(c.base_dir, Path::new("/etc/isthmus"));
     let a = &c.peers["cluster-a"];
     assert_eq!(
@@ -99,6 +104,7 @@ fn omitted_sections_take_the_documented_defaults() {
     assert_eq!(c.timeouts, full.timeouts);
     assert_eq!(c.reconnect, full.reconnect);
     assert!(c.peers.is_empty() && c.exports.is_empty());
+    assert_eq!(c.tcp_listen, None);
 }
 
 #[test]
@@ -142,6 +148,28 @@ fn validation_errors_name_the_key_path() {
         (
             r.replace("listen: 127.0.2.1:15443", "listen: nowhere"),
             "listen",
+        ),
+        (
+            r.replace("tcp_listen: 127.0.2.1:15444", "tcp_listen: 127.0.2.1"),
+            "tcp_listen",
+        ),
+        (
+            r.replace("transport: quic", "transport: tcp-tls"),
+            "peers[0].tcp_address",
+        ),
+        (
+            r.replace(
+                "transport: quic",
+                "transport: quic\n    tcp_address: 127.0.1.1:15444",
+            ),
+            "peers[0].tcp_address",
+        ),
+        (
+            r.replace(
+                "transport: quic",
+                "transport: tcp-tls\n    tcp_address: 127.0.1.1",
+            ),
+            "peers[0].tcp_address",
         ),
         (
             r.replace("admin: 127.0.2.1:15021", "admin: 1.2.3.4"),
@@ -267,4 +295,36 @@ fn dns_labels_and_peer_addresses() {
     for bad in ["gw", "gw:0", ":443", "gw..x:1", "gw:port", "-gw:1"] {
         assert_eq!(parse_peer_address(bad), None, "{bad}");
     }
+}
+
+#[test]
+fn a_tcp_tls_peer_takes_its_tcp_address() {
+    let c = parse(&REFERENCE.replace(
+        "transport: quic",
+        "transport: tcp-tls\n    tcp_address: 127.0.1.1:15444",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.peers["cluster-a"].transport,
+        PeerTransport::TcpTls(PeerAddress::Ip("127.0.1.1:15444".parse().unwrap()))
+    );
+    // The QUIC address stays as written.
+    assert_eq!(
+        c.peers["cluster-a"].address,
+        PeerAddress::Ip("127.0.1.1:15443".parse().unwrap())
+    );
+    let c = parse(&REFERENCE.replace(
+        "transport: quic",
+        "transport: tcp-tls\n    tcp_address: gw.cluster-a.example:15444",
+    ))
+    .unwrap();
+    assert!(matches!(
+        c.peers["cluster-a"].transport,
+        PeerTransport::TcpTls(PeerAddress::Dns { port: 15444, .. })
+    ));
+    // An unknown transport is a YAML error naming the value.
+    let err = parse(&REFERENCE.replace("transport: quic", "transport: tcp")).unwrap_err();
+    assert!(matches!(err, ConfigError::Yaml { .. }), "{err:?}");
+    let msg = format!("{}", std::error::Error::source(&err).unwrap());
+    assert!(msg.contains("tcp"), "{msg}");
 }

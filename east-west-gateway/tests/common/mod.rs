@@ -99,6 +99,18 @@ impl Cluster {
     }
 }
 
+/// A bundle store holding the given clusters' CAs.
+pub fn store(trusted: &[&Cluster]) -> BundleStore {
+    let mut map = BundleMap::default();
+    for c in trusted {
+        map.insert(Bundle::with_x509_authorities(
+            c.ca.trust_domain().clone(),
+            [c.ca.trust_anchor().clone()],
+        ));
+    }
+    BundleStore::from_map(&map)
+}
+
 /// Logs to the test output when `RUST_LOG` is set.
 pub fn init_tracing() {
     if std::env::var_os("RUST_LOG").is_some() {
@@ -339,6 +351,17 @@ impl Pair {
     }
 
     pub async fn with_drain(drain_ms: u64) -> Pair {
+        Self::build(drain_ms, false).await
+    }
+
+    /// A and B linked over the TCP+TLS transport: B has a `tcp_listen`, A
+    /// reaches B over `tcp-tls`, and A's QUIC `address` for B is a dead
+    /// port, so only the TCP+TLS path can carry streams.
+    pub async fn tcp_tls() -> Pair {
+        Self::build(5000, true).await
+    }
+
+    async fn build(drain_ms: u64, tcp_tls: bool) -> Pair {
         init_tracing();
         let dir = tempfile::tempdir().unwrap();
         let a = Cluster::new(dir.path(), "cluster-a");
@@ -348,8 +371,19 @@ impl Pair {
         b.write_bundles(&[&a, &b, &c]);
         let echo = echo_server().await;
         let dead = closed_port().await;
-        let gw_b = start(b.config(&b_yaml(&b, &a, &c, echo, dead, ""))).await;
-        let gw_a = start(a.config(&a_yaml(&a, &b, gw_b.quic_addr(), drain_ms))).await;
+        let mut yaml_b = b_yaml(&b, &a, &c, echo, dead, "");
+        if tcp_tls {
+            yaml_b = with_tcp_listen(&yaml_b);
+        }
+        let gw_b = start(b.config(&yaml_b)).await;
+        let yaml_a = match gw_b.tcp_addr() {
+            Some(tcp) => over_tcp_tls(
+                &a_yaml(&a, &b, "127.0.0.1:9".parse().unwrap(), drain_ms),
+                tcp,
+            ),
+            None => a_yaml(&a, &b, gw_b.quic_addr(), drain_ms),
+        };
+        let gw_a = start(a.config(&yaml_a)).await;
         Pair {
             _dir: dir,
             a,
@@ -376,4 +410,98 @@ impl Pair {
             &self.b.workload_id("echo"),
         )
     }
+}
+
+/// A TCP server that reads once, reports what it read, then aborts (RST).
+pub async fn rst_server() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut b = [0u8; 16];
+            let _ = s.read(&mut b).await;
+            let _ = s.set_zero_linger();
+            drop(s);
+        }
+    });
+    addr
+}
+
+/// A TCP server that reports how each connection's read side ended.
+pub async fn watching_server() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<std::io::ErrorKind>,
+) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut b = [0u8; 1024];
+                loop {
+                    match s.read(&mut b).await {
+                        Ok(0) => {
+                            let _ = tx.send(std::io::ErrorKind::UnexpectedEof);
+                            return;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            let _ = tx.send(e.kind());
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+pub fn extra_export(svc: &str, addr: std::net::SocketAddr, id: &str) -> String {
+    format!(
+        "  - service: default/{svc}\n    port: 8080\n    exported_to: [cluster-a]\n    endpoints:\n      - {{ address: '{addr}', spiffe_id: '{id}' }}\n"
+    )
+}
+
+/// A TCP server that reads until EOF, then answers `<n> bytes` and closes:
+/// it answers only if the client's half-close arrived.
+pub async fn counting_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut n = 0usize;
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(_) => return,
+                    }
+                }
+                let _ = s.write_all(format!("{n} bytes").as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// `yaml` (an [`a_yaml`]) with its peer reached over `tcp-tls` at `tcp`.
+pub fn over_tcp_tls(yaml: &str, tcp: SocketAddr) -> String {
+    let (head, tail) = yaml.split_once("    spiffe_id: ").unwrap();
+    let (id, rest) = tail.split_once('\n').unwrap();
+    format!("{head}    spiffe_id: {id}\n    transport: tcp-tls\n    tcp_address: '{tcp}'\n{rest}")
+}
+
+/// [`b_yaml`] with a `tcp_listen` on an ephemeral loopback port.
+pub fn with_tcp_listen(yaml: &str) -> String {
+    yaml.replacen(
+        "admin: 127.0.0.1:0\n",
+        "admin: 127.0.0.1:0\ntcp_listen: 127.0.0.1:0\n",
+        1,
+    )
 }

@@ -1,14 +1,18 @@
-//! The peer pool: one QUIC connection per linked peer gateway, kept up by a
-//! task per peer that connects eagerly, reconnects with jittered
+//! The peer pool: one connection per linked peer gateway (QUIC, or
+//! HTTP/2 over TLS/TCP for a peer whose `transport` is `tcp-tls`), kept up
+//! by a task per peer that connects eagerly, reconnects with jittered
 //! exponential backoff ([`crate::backoff`]), and resolves DNS names with
-//! hickory, re-resolving when the answer's TTL ends.
+//! hickory, re-resolving when the answer's TTL ends ([`resolve`]).
 //!
 //! A stream asks the pool for a peer's connection: it gets the live one,
 //! waits (bounded) while a first attempt is under way, or fails at once
 //! while the peer is in backoff, so the sidecar can fail over quickly.
 
+mod connect;
+mod resolve;
+
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,10 +23,12 @@ use tracing::{debug, info, warn};
 use trust_bundle::{BundleStore, SvidSource};
 
 use crate::backoff::{unit_random, Backoff};
-use crate::config::{Config, PeerAddress, PeerConfig, QuicConfig, ReconnectConfig};
-use crate::endpoint;
+use crate::config::{Config, PeerConfig, PeerTransport, QuicConfig, ReconnectConfig};
 use crate::metrics::Metrics;
-use crate::route::HopIdentity;
+use crate::tcp_tls::client::H2Connection;
+
+use connect::{connect, hold, Dialer};
+use resolve::{resolve, Resolved};
 
 /// Why no connection to a peer could be had.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,13 +42,50 @@ pub enum PoolError {
     Unavailable(String),
 }
 
+/// A pooled connection to a peer gateway; cheap to clone.
+#[derive(Debug, Clone)]
+pub enum PeerConn {
+    /// `transport: quic`: a QUIC connection from our endpoint.
+    Quic(quinn::Connection),
+    /// `transport: tcp-tls`: HTTP/2 over TLS/TCP.
+    TcpTls(H2Connection),
+}
+
+impl PeerConn {
+    /// Whether the connection is still up.
+    pub fn is_open(&self) -> bool {
+        match self {
+            PeerConn::Quic(c) => c.close_reason().is_none(),
+            PeerConn::TcpTls(c) => c.is_open(),
+        }
+    }
+
+    /// Resolves when the connection has closed.
+    pub async fn closed(&self) {
+        match self {
+            PeerConn::Quic(c) => {
+                c.closed().await;
+            }
+            PeerConn::TcpTls(c) => c.closed().await,
+        }
+    }
+
+    /// The peer's address.
+    pub fn remote_address(&self) -> SocketAddr {
+        match self {
+            PeerConn::Quic(c) => c.remote_address(),
+            PeerConn::TcpTls(c) => c.remote_address(),
+        }
+    }
+}
+
 /// State of one peer's pooled connection.
 #[derive(Debug, Clone)]
 enum PeerState {
     /// A (re)connect attempt is under way.
     Connecting,
     /// Up.
-    Connected(quinn::Connection),
+    Connected(PeerConn),
     /// The last attempt failed; waiting to retry.
     Backoff,
 }
@@ -58,6 +101,9 @@ pub struct PoolContext {
     pub store: BundleStore,
     /// Metric handles.
     pub metrics: Metrics,
+    /// Turns true when the gateway stops: TCP+TLS connections close (QUIC
+    /// ones close with the endpoint).
+    pub shutdown: watch::Receiver<bool>,
     resolver: Arc<OnceCell<TokioResolver>>,
 }
 
@@ -68,12 +114,14 @@ impl PoolContext {
         source: Arc<SvidSource>,
         store: BundleStore,
         metrics: Metrics,
+        shutdown: watch::Receiver<bool>,
     ) -> Self {
         PoolContext {
             endpoint,
             source,
             store,
             metrics,
+            shutdown,
             resolver: Arc::new(OnceCell::new()),
         }
     }
@@ -157,11 +205,7 @@ impl PeerPool {
     ///
     /// # Errors
     /// [`PoolError`].
-    pub async fn connection(
-        &self,
-        cluster: &str,
-        wait: Duration,
-    ) -> Result<quinn::Connection, PoolError> {
+    pub async fn connection(&self, cluster: &str, wait: Duration) -> Result<PeerConn, PoolError> {
         let mut rx = {
             let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             match entries.get(cluster) {
@@ -173,7 +217,7 @@ impl PeerPool {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             match &*rx.borrow_and_update() {
-                PeerState::Connected(c) if c.close_reason().is_none() => return Ok(c.clone()),
+                PeerState::Connected(c) if c.is_open() => return Ok(c.clone()),
                 PeerState::Backoff => return Err(unavailable()),
                 PeerState::Connected(_) | PeerState::Connecting => {}
             }
@@ -200,28 +244,25 @@ impl Drop for PeerPool {
     }
 }
 
-/// Resolved addresses of a DNS peer and when they expire.
-struct Resolved {
-    addrs: Vec<SocketAddr>,
-    valid_until: Option<tokio::time::Instant>,
-}
-
 /// The per-peer task: connect, hold, reconnect with backoff.
 async fn maintain(ctx: PoolContext, s: PeerSettings, tx: watch::Sender<PeerState>) {
     let cluster = s.peer.cluster.as_str();
-    let hop = match &s.peer.spiffe_id {
-        Some(id) => HopIdentity::Exact(id.clone()),
-        None => HopIdentity::MemberOf(s.peer.trust_domain.clone()),
-    };
-    let client = match endpoint::client_config(ctx.source.clone(), ctx.store.clone(), &hop, &s.quic)
-    {
-        Ok(c) => c,
+    let dialer = match Dialer::new(&ctx, &s.peer, &s.quic) {
+        Ok(d) => d,
         Err(e) => {
             warn!(peer = cluster, error = %e, "cannot build the client config; peer disabled");
             tx.send_replace(PeerState::Backoff);
             return;
         }
     };
+    let (address, transport) = match &s.peer.transport {
+        PeerTransport::Quic => (&s.peer.address, "quic"),
+        PeerTransport::TcpTls(a) => (a, "tcp-tls"),
+    };
+    // An IPv4 QUIC socket cannot send to an AAAA answer (an IPv6 one may be
+    // dual-stack); a TCP connection can use either family.
+    let v4_only = matches!(dialer, Dialer::Quic(_))
+        && ctx.endpoint.local_addr().map_or(true, |a| a.is_ipv4());
     let mut backoff = Backoff::new(s.reconnect.initial_backoff, s.reconnect.max_backoff);
     let mut resolved: Option<Resolved> = None;
     let mut rotate = 0usize;
@@ -232,10 +273,10 @@ async fn maintain(ctx: PoolContext, s: PeerSettings, tx: watch::Sender<PeerState
                 .is_none_or(|t| tokio::time::Instant::now() < t)
         });
         if !fresh {
-            match resolve(&ctx, &s.peer.address).await {
+            match resolve(&ctx, address, v4_only).await {
                 Ok(r) => resolved = Some(r),
                 Err(e) => {
-                    warn!(peer = cluster, address = %s.peer.address, error = %e, "peer address does not resolve")
+                    warn!(peer = cluster, %address, error = %e, "peer address does not resolve")
                 }
             }
         }
@@ -244,13 +285,13 @@ async fn maintain(ctx: PoolContext, s: PeerSettings, tx: watch::Sender<PeerState
             .filter(|r| !r.addrs.is_empty())
             .map(|r| r.addrs[rotate % r.addrs.len()]);
         if let Some(addr) = addr {
-            match connect(&ctx, &client, addr, s.connect).await {
+            match connect(&ctx, &dialer, addr, s.connect).await {
                 Ok(conn) => {
                     backoff.handle_success();
-                    info!(peer = cluster, %addr, "connected to peer gateway");
+                    info!(peer = cluster, %addr, transport, "connected to peer gateway");
                     ctx.metrics.peer_connected(cluster, true);
                     tx.send_replace(PeerState::Connected(conn.clone()));
-                    let moved = hold(&ctx, &s.peer.address, &conn, &mut resolved).await;
+                    let moved = hold(&ctx, address, &conn, &mut resolved, v4_only).await;
                     ctx.metrics.peer_connected(cluster, false);
                     if moved {
                         // Streams in flight keep the old connection; new
@@ -258,7 +299,14 @@ async fn maintain(ctx: PoolContext, s: PeerSettings, tx: watch::Sender<PeerState
                         info!(peer = cluster, "peer address changed; reconnecting");
                         continue;
                     }
-                    warn!(peer = cluster, reason = ?conn.close_reason(), "connection to peer gateway lost");
+                    match &conn {
+                        PeerConn::Quic(c) => {
+                            warn!(peer = cluster, reason = ?c.close_reason(), "connection to peer gateway lost");
+                        }
+                        PeerConn::TcpTls(_) => {
+                            warn!(peer = cluster, transport, "connection to peer gateway lost");
+                        }
+                    }
                 }
                 Err(e) => {
                     rotate = rotate.wrapping_add(1);
@@ -275,126 +323,4 @@ async fn maintain(ctx: PoolContext, s: PeerSettings, tx: watch::Sender<PeerState
         );
         tokio::time::sleep(delay).await;
     }
-}
-
-/// Why one connect attempt failed.
-#[derive(Debug, thiserror::Error)]
-enum ConnectError {
-    /// quinn refused to start the attempt.
-    #[error("connect")]
-    Start(#[source] quinn::ConnectError),
-    /// The handshake failed.
-    #[error("handshake")]
-    Handshake(#[source] quinn::ConnectionError),
-    /// The handshake did not finish within `connect_ms`.
-    #[error("handshake timed out")]
-    TimedOut,
-}
-
-async fn connect(
-    ctx: &PoolContext,
-    client: &quinn::ClientConfig,
-    addr: SocketAddr,
-    timeout: Duration,
-) -> Result<quinn::Connection, ConnectError> {
-    let connecting = ctx
-        .endpoint
-        .connect_with(client.clone(), addr, endpoint::SERVER_NAME)
-        .map_err(ConnectError::Start)?;
-    match tokio::time::timeout(timeout, connecting).await {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(quinn::ConnectionError::TimedOut)) | Err(_) => Err(ConnectError::TimedOut),
-        Ok(Err(e)) => {
-            ctx.metrics.handshake_failed();
-            Err(ConnectError::Handshake(e))
-        }
-    }
-}
-
-/// Waits until `conn` closes, re-resolving a DNS address whenever its TTL
-/// ends. Returns `true` if the peer's addresses no longer include the one we
-/// are connected to.
-async fn hold(
-    ctx: &PoolContext,
-    address: &PeerAddress,
-    conn: &quinn::Connection,
-    resolved: &mut Option<Resolved>,
-) -> bool {
-    loop {
-        let expiry = resolved.as_ref().and_then(|r| r.valid_until);
-        tokio::select! {
-            _ = conn.closed() => return false,
-            () = sleep_until(expiry) => {
-                match resolve(ctx, address).await {
-                    Ok(r) => {
-                        let moved = !r.addrs.contains(&conn.remote_address());
-                        *resolved = Some(r);
-                        if moved {
-                            return true;
-                        }
-                    }
-                    Err(e) => {
-                        warn!(address = %address, error = %e, "re-resolving the peer address failed; keeping the connection");
-                        // Retry later rather than spin on a failing resolver.
-                        if let Some(r) = resolved.as_mut() {
-                            r.valid_until = Some(tokio::time::Instant::now() + Duration::from_secs(5));
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Why a peer address did not resolve.
-#[derive(Debug, thiserror::Error)]
-enum ResolveError {
-    /// The system resolver configuration could not be loaded.
-    #[error("dns resolver setup")]
-    Setup(#[source] hickory_resolver::net::NetError),
-    /// The lookup failed.
-    #[error("dns lookup")]
-    Lookup(#[source] hickory_resolver::net::NetError),
-}
-
-async fn resolve(ctx: &PoolContext, address: &PeerAddress) -> Result<Resolved, ResolveError> {
-    let (host, port) = match address {
-        PeerAddress::Ip(a) => {
-            return Ok(Resolved {
-                addrs: vec![*a],
-                valid_until: None,
-            })
-        }
-        PeerAddress::Dns { host, port } => (host, *port),
-    };
-    let resolver = ctx
-        .resolver
-        .get_or_try_init(|| async { TokioResolver::builder_tokio()?.build() })
-        .await
-        .map_err(ResolveError::Setup)?;
-    let lookup = resolver
-        .lookup_ip(host.as_str())
-        .await
-        .map_err(ResolveError::Lookup)?;
-    // An IPv4 `listen` socket cannot send to an AAAA answer; an IPv6 one
-    // may be dual-stack, so it keeps both.
-    let v4 = ctx.endpoint.local_addr().map_or(true, |a| a.is_ipv4());
-    let addrs: Vec<SocketAddr> = lookup
-        .iter()
-        .filter(|ip: &IpAddr| !v4 || ip.is_ipv4())
-        .map(|ip: IpAddr| SocketAddr::new(ip, port))
-        .collect();
-    let valid_until = tokio::time::Instant::from_std(lookup.valid_until())
-        .max(tokio::time::Instant::now() + Duration::from_secs(1));
-    Ok(Resolved {
-        addrs,
-        valid_until: Some(valid_until),
-    })
 }

@@ -1,0 +1,165 @@
+//! The client end: one TLS 1.3 over TCP connection carrying HTTP/2 to a
+//! peer gateway's `tcp_listen`, dialled and held by the peer pool
+//! ([`crate::peers`]); each tunnel stream is a CONNECT request on it.
+//!
+//! A task per connection drives h2, sends keep-alive PINGs and ends the
+//! connection on a dead peer or on the gateway's shutdown signal; the
+//! pooled handle learns it through [`H2Connection::closed`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Uri};
+use rustls::ClientConfig;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_rustls::TlsConnector;
+use tracing::debug;
+
+use super::stream::{H2Read, H2Write};
+use super::{keepalive, H2Settings, ALPN_H2, AUTHORITY};
+use crate::metrics::Metrics;
+
+/// Why a connection to a peer's `tcp_listen` could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// The TCP connect failed.
+    #[error("tcp connect")]
+    Connect(#[source] std::io::Error),
+    /// The TLS handshake failed (counted as a handshake failure).
+    #[error("tls handshake")]
+    Tls(#[source] std::io::Error),
+    /// The peer did not select ALPN `h2`.
+    #[error("peer did not select alpn h2")]
+    Alpn,
+    /// The HTTP/2 preface could not be sent.
+    #[error("http/2 handshake")]
+    H2(#[source] h2::Error),
+    /// Connect and handshakes did not finish within `connect_ms`.
+    #[error("connect and handshake timed out")]
+    TimedOut,
+}
+
+/// Why no CONNECT stream could be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The connection is gone.
+    #[error("connection to the peer gateway closed")]
+    Closed(#[source] h2::Error),
+    /// No stream slot (SETTINGS_MAX_CONCURRENT_STREAMS) within the wait.
+    #[error("no stream slot within the deadline")]
+    TimedOut,
+    /// h2 refused the request.
+    #[error("sending the CONNECT request")]
+    Send(#[source] h2::Error),
+}
+
+/// A pooled HTTP/2 connection to a peer gateway; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct H2Connection {
+    send: h2::client::SendRequest<Bytes>,
+    remote: SocketAddr,
+    closed: watch::Receiver<bool>,
+}
+
+impl H2Connection {
+    /// Connects to `addr` (TCP_NODELAY), runs the TLS handshake with `tls`
+    /// and the HTTP/2 preface, all within `timeout`, and spawns the
+    /// connection's driver, which stops when `shutdown` turns true.
+    ///
+    /// # Errors
+    /// [`DialError`]; a failed TLS handshake is also counted in `metrics`.
+    pub async fn dial(
+        addr: SocketAddr,
+        tls: Arc<ClientConfig>,
+        settings: H2Settings,
+        timeout: Duration,
+        metrics: &Metrics,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<H2Connection, DialError> {
+        let dial = async {
+            let tcp = TcpStream::connect(addr).await.map_err(DialError::Connect)?;
+            let _ = tcp.set_nodelay(true);
+            let stream = TlsConnector::from(tls)
+                .connect(trust_bundle::tls::spiffe_server_name(), tcp)
+                .await
+                .map_err(|e| {
+                    metrics.handshake_failed();
+                    DialError::Tls(e)
+                })?;
+            if stream.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
+                return Err(DialError::Alpn);
+            }
+            settings
+                .client()
+                .handshake(stream)
+                .await
+                .map_err(DialError::H2)
+        };
+        let (send, mut conn) = tokio::time::timeout(timeout, dial)
+            .await
+            .map_err(|_| DialError::TimedOut)??;
+        let (done, closed) = watch::channel(false);
+        let ping = conn.ping_pong();
+        tokio::spawn(async move {
+            let mut shutdown = shutdown;
+            tokio::select! {
+                r = &mut conn => {
+                    if let Err(e) = r {
+                        debug!(%addr, error = %e, "http/2 connection to peer ended");
+                    }
+                }
+                () = keepalive(ping, settings) => {
+                    debug!(%addr, "peer gateway stopped answering PINGs; closing");
+                }
+                _ = shutdown.wait_for(|s| *s) => {}
+            }
+            done.send_replace(true);
+        });
+        Ok(H2Connection {
+            send,
+            remote: addr,
+            closed,
+        })
+    }
+
+    /// Whether the connection is still up.
+    pub fn is_open(&self) -> bool {
+        !*self.closed.borrow()
+    }
+
+    /// Resolves when the connection has ended.
+    pub async fn closed(&self) {
+        let mut rx = self.closed.clone();
+        // The sender is dropped only after sending `true`.
+        let _ = rx.wait_for(|c| *c).await;
+    }
+
+    /// The peer's address.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// Opens a tunnel stream: a CONNECT request (RFC 9113 §8.5) with the
+    /// placeholder [`AUTHORITY`], waiting at most `wait` for a stream slot.
+    /// The request goes out at once; the response is awaited by the first
+    /// read of the returned [`H2Read`], so the OPEN header is pipelined.
+    ///
+    /// # Errors
+    /// [`OpenError`].
+    pub async fn open_stream(&self, wait: Duration) -> Result<(H2Write, H2Read), OpenError> {
+        let ready = tokio::time::timeout(wait, self.send.clone().ready()).await;
+        let mut send = match ready {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(OpenError::Closed(e)),
+            Err(_) => return Err(OpenError::TimedOut),
+        };
+        let mut request = Request::new(());
+        *request.method_mut() = Method::CONNECT;
+        *request.uri_mut() = Uri::from_static(AUTHORITY);
+        let (response, stream) = send.send_request(request, false).map_err(OpenError::Send)?;
+        Ok((H2Write::new(stream), H2Read::response(response)))
+    }
+}

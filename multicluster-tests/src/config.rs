@@ -43,6 +43,10 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// TCP address of the admin listener.
     pub admin: SocketAddr,
+    /// TCP address of the TCP+TLS (HTTP/2 CONNECT) listener for peers that
+    /// use `transport: tcp-tls`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_listen: Option<SocketAddr>,
     /// Linked clusters.
     pub peers: Vec<Peer>,
     /// Services reachable through this gateway.
@@ -70,6 +74,24 @@ pub struct Peer {
     /// The peer gateway's SPIFFE ID.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spiffe_id: Option<String>,
+    /// How this gateway reaches the peer (the binary's default: QUIC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<PeerTransport>,
+    /// The peer gateway's `tcp_listen` (`host:port`); with
+    /// [`PeerTransport::TcpTls`] only, and then required.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_address: Option<String>,
+}
+
+/// `peers[].transport`: the transport of the gateway-to-gateway hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PeerTransport {
+    /// `quic`: QUIC streams (the default).
+    Quic,
+    /// `tcp-tls`: HTTP/2 CONNECT streams over one TLS 1.3/TCP connection
+    /// per peer (the baseline the QUIC tunnel is measured against).
+    TcpTls,
 }
 
 /// A service exported by a gateway.

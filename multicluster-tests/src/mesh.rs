@@ -3,14 +3,15 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, ensure, Context, Result};
 
 use crate::bins::{binaries, Binaries};
 use crate::config::SidecarConfig;
 use crate::pki::{write_bundle_map, ClusterPki};
 use crate::process::{Process, Spec};
-use crate::ready::wait_http_ready;
+use crate::ready::{http_get, wait_http_ready, wait_until};
 use crate::topology::Topology;
 
 /// The admin readiness path of both binaries.
@@ -28,7 +29,10 @@ pub struct Mesh {
 impl Topology {
     /// Writes the PKI (one CA per cluster; bundle maps per trust), the
     /// configs, and starts every gateway, then every sidecar, each waited on
-    /// until `/readyz` answers 200.
+    /// until `/readyz` answers 200. With peers over TCP+TLS, it also waits
+    /// until every gateway's connections to its linked peers are up (a
+    /// refused TCP connect puts a peer in reconnect backoff, unlike a QUIC
+    /// Initial that is retransmitted until the peer listens).
     ///
     /// # Errors
     /// Missing binaries, a write failure, or a component that exits or is
@@ -72,6 +76,11 @@ impl Topology {
         }
         for (cluster, _) in &names {
             mesh.wait_ready(cluster, "gateway")?;
+        }
+        if mesh.topology.peers_over_tcp_tls() {
+            for (cluster, _) in &names {
+                mesh.wait_peers_connected(cluster)?;
+            }
         }
         for (cluster, workloads) in &names {
             for w in workloads {
@@ -141,6 +150,32 @@ impl Mesh {
         };
         let p = self.process(cluster, component)?;
         wait_http_ready(p, admin, READY_PATH)
+    }
+
+    /// Waits until `cluster`'s gateway reports its pooled connection up
+    /// (`isthmus_gateway_peer_connections{peer=...} 1`) for every cluster
+    /// linked with it both ways.
+    ///
+    /// # Errors
+    /// The gateway exited, or a connection was not up within the patience.
+    pub fn wait_peers_connected(&mut self, cluster: &str) -> Result<()> {
+        let linked: Vec<String> = self
+            .topology
+            .trusted_by(cluster)
+            .filter(|p| self.topology.trusted_by(p).any(|q| q == cluster))
+            .map(str::to_owned)
+            .collect();
+        let admin = self.topology.gateway_admin(cluster)?;
+        let p = self.process(cluster, "gateway")?;
+        wait_until(p, "peer connections up", || {
+            let (status, metrics) = http_get(admin, "/metrics", Duration::from_secs(2))?;
+            ensure!(status == 200, "/metrics answered {status}");
+            for peer in &linked {
+                let up = format!("isthmus_gateway_peer_connections{{peer=\"{peer}\"}} 1");
+                ensure!(metrics.contains(&up), "no connection to {peer} yet");
+            }
+            Ok(())
+        })
     }
 
     /// Restarts a component with its current config file and waits until

@@ -17,8 +17,8 @@ use tempfile::TempDir;
 
 use crate::config::{
     AppProtocol, Endpoint, Export, GatewayConfig, GatewayRef, GatewayTimeouts, Identity, Inbound,
-    Outbound, Peer, PemFiles, Protocol, Quic, Reconnect, Remote, Service, SidecarConfig,
-    SidecarTimeouts,
+    Outbound, Peer, PeerTransport, PemFiles, Protocol, Quic, Reconnect, Remote, Service,
+    SidecarConfig, SidecarTimeouts,
 };
 use crate::net::{self, Block, Subnet};
 
@@ -39,6 +39,11 @@ pub struct Tuning {
     pub sidecar_timeouts: Option<SidecarTimeouts>,
     /// Sidecar `max_header_bytes`, bytes.
     pub max_header_bytes: Option<u64>,
+    /// `transport` of every gateway's `peers[]` entries (`None`: the key is
+    /// left out, i.e. QUIC). With [`PeerTransport::TcpTls`] every gateway
+    /// also gets a `tcp_listen` ([`Topology::gateway_tcp_listen`]) and
+    /// every peer entry its `tcp_address`.
+    pub peer_transport: Option<PeerTransport>,
 }
 
 impl Tuning {
@@ -63,6 +68,7 @@ impl Tuning {
             sidecar_gateway_idle_timeout_ms: Some(3000),
             sidecar_timeouts: None,
             max_header_bytes: None,
+            peer_transport: None,
         }
     }
 
@@ -171,6 +177,8 @@ pub(crate) struct Cluster {
     subnet: Subnet,
     pub(crate) gateway_listen: SocketAddr,
     pub(crate) gateway_admin: SocketAddr,
+    /// Written as `tcp_listen` only with [`PeerTransport::TcpTls`].
+    pub(crate) gateway_tcp_listen: SocketAddr,
     pub(crate) workloads: Vec<Placed>,
 }
 
@@ -232,7 +240,9 @@ impl Topology {
         self.dir.path()
     }
 
-    /// Adds cluster `name` with trust domain `<name>.mesh` and its gateway.
+    /// Adds cluster `name` with trust domain `<name>.mesh` and its gateway
+    /// (QUIC on UDP 15443, admin on TCP 15021, TCP+TLS on TCP 15444 when
+    /// used; the ports are preferred, not guaranteed).
     ///
     /// # Errors
     /// Too many clusters, or no free port.
@@ -244,6 +254,7 @@ impl Topology {
             trust_domain: format!("{name}.mesh"),
             gateway_listen: net::udp_addr(gw, 15443)?,
             gateway_admin: net::tcp_addr(gw, 15021)?,
+            gateway_tcp_listen: net::tcp_addr(gw, 15444)?,
             subnet,
             workloads: Vec::new(),
         });
@@ -363,6 +374,20 @@ impl Topology {
         Ok(self.cluster(cluster)?.gateway_listen)
     }
 
+    /// The gateway's TCP+TLS (`tcp_listen`) address; it is listened on only
+    /// when [`Tuning::peer_transport`] is [`PeerTransport::TcpTls`].
+    ///
+    /// # Errors
+    /// Unknown cluster.
+    pub fn gateway_tcp_listen(&self, cluster: &str) -> Result<SocketAddr> {
+        Ok(self.cluster(cluster)?.gateway_tcp_listen)
+    }
+
+    /// Whether gateways reach their peers over the TCP+TLS transport.
+    pub fn peers_over_tcp_tls(&self) -> bool {
+        self.tuning.peer_transport == Some(PeerTransport::TcpTls)
+    }
+
     /// The gateway's admin address.
     ///
     /// # Errors
@@ -387,6 +412,7 @@ impl Topology {
     /// Unknown cluster or an export of a service nobody serves.
     pub fn gateway_config(&self, cluster: &str) -> Result<GatewayConfig> {
         let c = self.cluster(cluster)?;
+        let tcp_tls = self.peers_over_tcp_tls();
         let peers = self
             .trusted_by(cluster)
             .map(|p| {
@@ -396,6 +422,8 @@ impl Topology {
                     trust_domain: pc.trust_domain.clone(),
                     address: pc.gateway_listen.to_string(),
                     spiffe_id: Some(Self::gateway_id(p)),
+                    transport: self.tuning.peer_transport,
+                    tcp_address: tcp_tls.then(|| pc.gateway_tcp_listen.to_string()),
                 })
             })
             .collect::<Result<_>>()?;
@@ -417,6 +445,7 @@ impl Topology {
             identity: identity(Self::gateway_id(cluster)),
             listen: c.gateway_listen,
             admin: c.gateway_admin,
+            tcp_listen: tcp_tls.then_some(c.gateway_tcp_listen),
             peers,
             exports,
             quic: self.tuning.gateway_quic.clone(),

@@ -26,8 +26,8 @@ use crate::metrics::Metrics;
 use crate::peers::{PeerPool, PoolContext};
 use crate::server::{self, Ctx};
 use crate::state::{ConfigCell, Health, InFlight, Status};
+use crate::tcp_tls;
 use crate::tcp_tls::server::ListenError;
-use crate::tcp_tls::{self};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]

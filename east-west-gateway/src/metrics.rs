@@ -113,12 +113,12 @@ impl Metrics {
         );
         registry.register(
             "isthmus_gateway_peer_connections",
-            "Pooled QUIC connections to peer gateways that are up",
+            "Pooled connections to peer gateways (QUIC or TCP+TLS) that are up",
             m.peer_connections.clone(),
         );
         registry.register(
             "isthmus_gateway_handshake_failures",
-            "QUIC/TLS handshakes that failed, inbound and outbound",
+            "QUIC and TCP+TLS handshakes that failed, inbound and outbound",
             m.handshake_failures.clone(),
         );
         registry.register(
@@ -157,7 +157,7 @@ impl Metrics {
             .set(i64::from(up));
     }
 
-    /// Counts a failed QUIC/TLS handshake.
+    /// Counts a failed QUIC or TCP+TLS handshake.
     pub fn handshake_failed(&self) {
         self.handshake_failures.inc();
     }

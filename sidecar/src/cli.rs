@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use prometheus_client::registry::Registry;
 
-use crate::config::Config;
+use crate::config::{Config, WorkerThreads};
 use crate::errors::error_chain;
 use crate::runtime::{Sidecar, StartError};
 
@@ -53,11 +53,16 @@ where
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("mesh-sidecar")
-        .build()
-    {
+    let mut builder = match config.worker_threads {
+        WorkerThreads::Fixed(n) if n.get() == 1 => tokio::runtime::Builder::new_current_thread(),
+        WorkerThreads::Fixed(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.get());
+            b
+        }
+        WorkerThreads::PerCpu => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().thread_name("mesh-sidecar").build() {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the tokio runtime");

@@ -128,7 +128,37 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Largest HTTP request head (HTTP/1 buffer, HTTP/2 header list), bytes.
     pub max_header_bytes: usize,
+    /// Tokio worker threads (restart only).
+    pub worker_threads: WorkerThreads,
 }
+
+/// How many threads run the data path (`worker_threads`; restart only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "u64")]
+pub enum WorkerThreads {
+    /// One per CPU the process may run on (`worker_threads: 0`; honours
+    /// `taskset`/cpusets through `std::thread::available_parallelism`).
+    PerCpu,
+    /// Exactly this many; 1 is a single-threaded (current-thread) runtime,
+    /// as linkerd2-proxy runs with one core.
+    Fixed(std::num::NonZeroUsize),
+}
+
+impl From<WorkerThreads> for u64 {
+    fn from(w: WorkerThreads) -> u64 {
+        match w {
+            WorkerThreads::PerCpu => 0,
+            WorkerThreads::Fixed(n) => n.get() as u64,
+        }
+    }
+}
+
+/// Default `worker_threads`: one, a single-threaded runtime. A sidecar
+/// serves one workload; one core keeps its CPU and memory small and its
+/// tasks free of cross-thread wake-ups.
+pub const DEFAULT_WORKER_THREADS: usize = 1;
+/// Largest `worker_threads`.
+pub const MAX_WORKER_THREADS: u64 = 256;
 
 /// The local east-west gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

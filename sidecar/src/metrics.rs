@@ -3,6 +3,7 @@
 //! the admin listener.
 
 use std::fmt::Write as _;
+use std::sync::OnceLock;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -196,25 +197,63 @@ impl Metrics {
         m
     }
 
-    /// Records one answered HTTP request.
-    pub fn record_request(
-        &self,
-        direction: Direction,
-        service: &str,
-        status: u16,
-        elapsed: std::time::Duration,
-    ) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                direction,
-                service: service.to_owned(),
-                status,
-            })
-            .inc();
-        self.request_duration
-            .get_or_create(&ServiceLabels {
-                direction,
-                service: service.to_owned(),
+    /// A recorder for requests of one `direction` and `service`, meant to
+    /// live as long as a connection: see [`RequestRecorder`].
+    pub fn recorder(&self, direction: Direction, service: String) -> RequestRecorder {
+        RequestRecorder {
+            metrics: self.clone(),
+            direction,
+            service,
+            ok: OnceLock::new(),
+            duration: OnceLock::new(),
+        }
+    }
+}
+
+/// Records requests of one (direction, service). The 200 counter and the
+/// duration histogram are looked up once, on first use, and kept: the
+/// common request records without hashing labels or allocating (the
+/// families' label sets own `String`s). Other statuses take the family
+/// lookup.
+#[derive(Debug)]
+pub struct RequestRecorder {
+    metrics: Metrics,
+    direction: Direction,
+    service: String,
+    ok: OnceLock<Counter>,
+    duration: OnceLock<Histogram>,
+}
+
+impl RequestRecorder {
+    /// The service label this recorder writes.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// Records one answered request: its status and its time to the
+    /// response head.
+    pub fn record(&self, status: u16, elapsed: std::time::Duration) {
+        let labels = || RequestLabels {
+            direction: self.direction,
+            service: self.service.clone(),
+            status,
+        };
+        if status == 200 {
+            self.ok
+                .get_or_init(|| self.metrics.requests.get_or_create(&labels()).clone())
+                .inc();
+        } else {
+            self.metrics.requests.get_or_create(&labels()).inc();
+        }
+        self.duration
+            .get_or_init(|| {
+                self.metrics
+                    .request_duration
+                    .get_or_create(&ServiceLabels {
+                        direction: self.direction,
+                        service: self.service.clone(),
+                    })
+                    .clone()
             })
             .observe(elapsed.as_secs_f64());
     }

@@ -108,6 +108,14 @@ pub enum ReloadError {
         /// The file's identity.
         new: SpiffeId,
     },
+    /// `worker_threads` would change; it takes effect only at restart.
+    #[error("worker_threads: cannot change from {old} to {new} on reload; restart instead")]
+    WorkerThreadsChanged {
+        /// The running value (0 = one per CPU).
+        old: u64,
+        /// The file's value.
+        new: u64,
+    },
     /// A TLS config could not be built.
     #[error("tls config")]
     Tls(#[source] rustls::Error),
@@ -262,6 +270,13 @@ impl Sidecar {
             return Err(ReloadError::IdentityChanged {
                 old: self.shared.id.clone(),
                 new: identity.id,
+            });
+        }
+        let running = self.shared.snapshot().config.worker_threads;
+        if config.worker_threads != running {
+            return Err(ReloadError::WorkerThreadsChanged {
+                old: running.into(),
+                new: config.worker_threads.into(),
             });
         }
         let snapshot = Snapshot::build(config, &self.shared.tls).map_err(ReloadError::Tls)?;

@@ -38,6 +38,10 @@ pub struct RawConfig {
     /// Largest request head accepted on HTTP listeners, bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_header_bytes: Option<u64>,
+    /// Runtime worker threads: 1 (default) a single-threaded runtime, `n`
+    /// that many, 0 one per CPU the process may run on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_threads: Option<u64>,
 }
 
 /// `locality`.

@@ -71,6 +71,11 @@ fn the_reference_example_parses_with_defaults() {
     );
     assert_eq!(c.timeouts.drain, Duration::from_millis(DEFAULT_DRAIN_MS));
     assert_eq!(c.max_header_bytes, DEFAULT_MAX_HEADER_BYTES);
+    assert_eq!(
+        c.worker_threads,
+        WorkerThreads::Fixed(std::num::NonZeroUsize::MIN),
+        "one worker thread by default"
+    );
     let gw = c.gateway.as_ref().unwrap();
     assert_eq!(gw.keep_alive, Duration::from_millis(2000));
     assert_eq!(gw.idle_timeout, Duration::from_millis(10_000));
@@ -266,4 +271,18 @@ fn config_dump_uses_ms_and_omits_the_identity_files() {
     assert_eq!(v["inbound"][0]["allow"][1], "spiffe://cluster-b.mesh/*");
     assert!(v.get("identity").is_none());
     assert!(!c.to_json().contains("ca-key.pem"));
+}
+
+#[test]
+fn worker_threads_zero_is_per_cpu_and_n_is_fixed() {
+    let c = parse(&format!("{VALID}worker_threads: 0\n")).expect("0 is valid");
+    assert_eq!(c.worker_threads, WorkerThreads::PerCpu);
+    let c = parse(&format!("{VALID}worker_threads: 4\n")).expect("4 is valid");
+    assert_eq!(
+        c.worker_threads,
+        WorkerThreads::Fixed(std::num::NonZeroUsize::new(4).expect("4 > 0"))
+    );
+    assert_eq!(u64::from(c.worker_threads), 4);
+    let e = err(&format!("{VALID}worker_threads: 257\n"));
+    assert!(e.contains("worker_threads"), "{e}");
 }

@@ -126,6 +126,23 @@ pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Config
         }
     };
 
+    let worker_threads = match raw.worker_threads {
+        None => super::WorkerThreads::Fixed(
+            std::num::NonZeroUsize::new(super::DEFAULT_WORKER_THREADS)
+                .unwrap_or(std::num::NonZeroUsize::MIN),
+        ),
+        Some(0) => super::WorkerThreads::PerCpu,
+        Some(n) if n <= super::MAX_WORKER_THREADS => super::WorkerThreads::Fixed(
+            std::num::NonZeroUsize::new(n as usize).unwrap_or(std::num::NonZeroUsize::MIN),
+        ),
+        Some(n) => {
+            return Err(invalid(
+                "worker_threads",
+                format!("{n} is above {}", super::MAX_WORKER_THREADS),
+            ))
+        }
+    };
+
     Ok(Config {
         cluster: raw.cluster.clone(),
         spiffe_id: own_id,
@@ -139,6 +156,7 @@ pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Config
         services,
         timeouts,
         max_header_bytes,
+        worker_threads,
     })
 }
 

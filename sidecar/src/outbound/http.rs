@@ -22,12 +22,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::TcpStream;
 
+use crate::config::ServiceKey;
 use crate::config::{Outbound, Protocol};
 use crate::drain::draining;
 use crate::errors::{error_chain, error_response, ProxyError};
 use crate::http_util::{strip_hop_by_hop, to_h2_request, Body};
 use crate::io::{sniff_http, PrefixedIo, Sniffed};
-use crate::metrics::Direction;
+use crate::metrics::{Direction, RequestRecorder};
 use crate::plan::{plan, Candidate, Target};
 use crate::runtime::{Shared, Snapshot};
 
@@ -57,11 +58,22 @@ pub async fn serve(
     let svc_shared = shared.clone();
     let seen = Arc::new(AtomicBool::new(false));
     let svc_seen = seen.clone();
+    // The listener's service, as of the connection's config; a request that
+    // finds another service here after a reload records through a recorder
+    // of its own.
+    let recorder = cfg.outbound_at(listen).map(|o| {
+        Arc::new(
+            shared
+                .metrics
+                .recorder(Direction::Outbound, o.service.to_string()),
+        )
+    });
     let svc = service_fn(move |req| {
         svc_seen.store(true, Ordering::Relaxed);
         let shared = svc_shared.clone();
         let snapshot = conn_snapshot.clone();
-        async move { Ok::<_, Infallible>(handle(shared, listen, snapshot, req).await) }
+        let recorder = recorder.clone();
+        async move { Ok::<_, Infallible>(handle(shared, listen, snapshot, recorder, req).await) }
     });
     let mut drain = shared.drain.watch();
     let result = match version {
@@ -137,6 +149,7 @@ async fn handle(
     shared: Arc<Shared>,
     listen: SocketAddr,
     conn_snapshot: Arc<Snapshot>,
+    recorder: Option<Arc<RequestRecorder>>,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let start = Instant::now();
@@ -147,13 +160,14 @@ async fn handle(
         Some(o) if o.protocol == Protocol::Http => now,
         _ => conn_snapshot,
     };
-    let Some(entry) = snapshot.config.outbound_at(listen).cloned() else {
+    let Some(entry) = snapshot.config.outbound_at(listen) else {
         return error_response(&ProxyError::Unsupported("listener no longer configured"));
     };
-    let service = entry.service.to_string();
+    // For the log line only; cloning a standard method and a URI does not
+    // allocate.
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let work = forward(&shared, &snapshot, &entry, req);
+    let uri = req.uri().clone();
+    let work = forward(&shared, &snapshot, entry, req);
     let result = match snapshot.config.timeouts.request {
         Some(limit) => tokio::time::timeout(limit, work)
             .await
@@ -163,17 +177,27 @@ async fn handle(
     let resp = match result {
         Ok(resp) => resp,
         Err(e) => {
+            let path = uri.path();
+            let service = &entry.service;
             tracing::warn!(%service, %method, %path, error = %error_chain(&e), "outbound request failed");
             error_response(&e)
         }
     };
-    shared.metrics.record_request(
-        Direction::Outbound,
-        &service,
-        resp.status().as_u16(),
-        start.elapsed(),
-    );
+    let status = resp.status().as_u16();
+    match recorder {
+        Some(r) if is_label_of(r.service(), &entry.service) => r.record(status, start.elapsed()),
+        _ => shared
+            .metrics
+            .recorder(Direction::Outbound, entry.service.to_string())
+            .record(status, start.elapsed()),
+    }
     resp
+}
+
+/// Whether `label` is `key`'s `namespace/name` (compared without
+/// formatting it).
+fn is_label_of(label: &str, key: &ServiceKey) -> bool {
+    label.split_once('/') == Some((key.namespace.as_str(), key.name.as_str()))
 }
 
 async fn forward(

@@ -1,4 +1,4 @@
-//! Real clients (curl, h2load, psql) run with a deadline and their output
+//! Real clients (curl, h2load, nghttp, psql, iperf3) run with a deadline and their output
 //! captured; file helpers (random files, SHA-256).
 
 use std::fs::File;
@@ -24,6 +24,10 @@ pub enum Tool {
     Nginx,
     /// `python3` (package `python3`).
     Python3,
+    /// `iperf3` (package `iperf3`).
+    Iperf3,
+    /// `nghttp`, the HTTP/2 client (package `nghttp2-client`).
+    Nghttp,
 }
 
 impl Tool {
@@ -35,6 +39,8 @@ impl Tool {
             Tool::Psql => "psql",
             Tool::Nginx => "nginx",
             Tool::Python3 => "python3",
+            Tool::Iperf3 => "iperf3",
+            Tool::Nghttp => "nghttp",
         }
     }
 
@@ -46,6 +52,8 @@ impl Tool {
             Tool::Psql => "postgresql-client",
             Tool::Nginx => "nginx",
             Tool::Python3 => "python3",
+            Tool::Iperf3 => "iperf3",
+            Tool::Nghttp => "nghttp2-client",
         }
     }
 }

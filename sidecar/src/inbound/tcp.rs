@@ -41,7 +41,14 @@ pub async fn serve(
         }
     };
     let _ = upstream.set_nodelay(true);
-    match tokio::io::copy_bidirectional(&mut tls, &mut upstream).await {
+    match tokio::io::copy_bidirectional_with_sizes(
+        &mut tls,
+        &mut upstream,
+        crate::io::TCP_COPY_BYTES,
+        crate::io::TCP_COPY_BYTES,
+    )
+    .await
+    {
         Ok((a, b)) => {
             tracing::debug!(%app, %caller, bytes_in = a, bytes_out = b, "inbound tcp done")
         }

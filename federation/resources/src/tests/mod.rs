@@ -1,0 +1,5 @@
+//! Unit tests of parsing, validation and serialization.
+
+mod errors;
+mod examples;
+mod roundtrip;

@@ -151,6 +151,14 @@ impl fmt::Display for JoinLines<'_> {
                 f.write_str("; ")?;
             }
             write!(f, "{e}")?;
+            // Syntax errors carry the reader's message as their source.
+            if let DocumentError::Syntax { source, .. } = e {
+                let mut cause = std::error::Error::source(source);
+                while let Some(c) = cause {
+                    write!(f, ": {c}")?;
+                    cause = c.source();
+                }
+            }
         }
         Ok(())
     }

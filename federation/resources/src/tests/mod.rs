@@ -2,4 +2,5 @@
 
 mod errors;
 mod examples;
+mod props;
 mod roundtrip;

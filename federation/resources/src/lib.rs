@@ -16,10 +16,15 @@
 //! document 2 (ServiceImport default/web): spec.ports[0].port: Invalid value: 70000: must be between 1 and 65535
 //! ```
 //!
+//! [`derive_import`] is the pure MCS conflict resolution that turns every
+//! cluster's export of a service into the `ServiceImport` and the `Conflict`
+//! conditions of the exports.
+//!
 //! `docs/reference/resources.md` describes every field, default and error.
 
 mod checks;
 mod error;
+mod import;
 mod isthmus;
 mod mcs;
 mod meta;
@@ -28,6 +33,9 @@ mod resource;
 mod schema;
 
 pub use error::{DocumentError, FieldError, FieldErrorKind, ParseErrors, Subject, SyntaxError};
+pub use import::{
+    derive_import, ClusterExport, ConflictReason, ExportConflict, ImportOutcome, CONFLICT_CONDITION,
+};
 pub use isthmus::{
     FailoverPolicy, FailoverPolicySpec, FailoverTarget, MeshLink, MeshLinkSpec,
     DEFAULT_OVERPROVISIONING_FACTOR, DEFAULT_PANIC_THRESHOLD_PERCENT, ISTHMUS_API_VERSION,

@@ -147,6 +147,16 @@ pub enum ServiceImportType {
     Headless,
 }
 
+impl ServiceImportType {
+    /// The name on the wire: `ClusterSetIP` or `Headless`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClusterSetIp => "ClusterSetIP",
+            Self::Headless => "Headless",
+        }
+    }
+}
+
 /// Session affinity of a [`ServiceImport`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SessionAffinity {

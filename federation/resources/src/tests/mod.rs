@@ -2,5 +2,6 @@
 
 mod errors;
 mod examples;
+mod import;
 mod props;
 mod roundtrip;

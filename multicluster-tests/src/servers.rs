@@ -42,32 +42,16 @@ impl Nginx {
     /// nginx is missing (the error names the Debian package), or it did not
     /// start.
     pub fn start(dir: &Path, addr: SocketAddr) -> Result<Self> {
-        let nginx = require(Tool::Nginx)?;
         let base = dir.join(format!("nginx-{}", addr.port()));
         let root = base.join("www");
         for d in [&root, &root.join("upload"), &base.join("tmp")] {
             fs::create_dir_all(d).with_context(|| format!("mkdir {}", d.display()))?;
         }
         let b = base.display();
-        let mut conf = String::new();
-        if running_as_root() {
-            conf.push_str("user root;\n");
-        }
+        let mut conf = nginx_conf_head(&base, 4096);
         write!(
             conf,
-            r#"daemon off;
-master_process off;
-worker_processes 1;
-error_log {b}/nginx.err warn;
-pid {b}/nginx.pid;
-events {{ worker_connections 4096; }}
-http {{
-    access_log {b}/access.log;
-    client_body_temp_path {b}/tmp/body;
-    proxy_temp_path {b}/tmp/proxy;
-    fastcgi_temp_path {b}/tmp/fastcgi;
-    uwsgi_temp_path {b}/tmp/uwsgi;
-    scgi_temp_path {b}/tmp/scgi;
+            r#"    access_log {b}/access.log;
     default_type application/octet-stream;
     sendfile on;
     keepalive_requests 1000000;
@@ -91,16 +75,7 @@ http {{
 "#,
             root = root.display()
         )?;
-        let conf_path = base.join("nginx.conf");
-        fs::write(&conf_path, conf)?;
-        let spec = Spec::new(nginx)
-            .arg("-p")
-            .arg(&base)
-            .arg("-e")
-            .arg(base.join("nginx.err"))
-            .arg("-c")
-            .arg(&conf_path);
-        let mut process = Process::spawn("nginx", spec, &base.join("nginx.log"))?;
+        let mut process = spawn_nginx("nginx", &base, &conf, None)?;
         wait_tcp(&mut process, addr)?;
         Ok(Nginx {
             addr,
@@ -129,6 +104,58 @@ http {{
     pub fn process(&mut self) -> &mut Process {
         &mut self.process
     }
+}
+
+/// The head of an nginx config whose files live under `base` (it must hold
+/// a `tmp/` dir): one foreground worker, `user root` when we are root, the
+/// error log and pid under `base`, `worker_connections`, and an open
+/// `http {` block with every temp path under `base/tmp`. The caller appends
+/// its `http`-level directives and servers, then the closing `}`.
+pub fn nginx_conf_head(base: &Path, worker_connections: u32) -> String {
+    let b = base.display();
+    let user = if running_as_root() {
+        "user root;\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"{user}daemon off;
+master_process off;
+worker_processes 1;
+error_log {b}/nginx.err warn;
+pid {b}/nginx.pid;
+events {{ worker_connections {worker_connections}; }}
+http {{
+    client_body_temp_path {b}/tmp/body;
+    proxy_temp_path {b}/tmp/proxy;
+    fastcgi_temp_path {b}/tmp/fastcgi;
+    uwsgi_temp_path {b}/tmp/uwsgi;
+    scgi_temp_path {b}/tmp/scgi;
+"#
+    )
+}
+
+/// Writes `conf` to `base/nginx.conf` and starts nginx on it in the
+/// foreground (prefix `base`, output to `base/nginx.log`), pinned to `cpus`
+/// when given. The caller waits for its listeners.
+///
+/// # Errors
+/// nginx is missing (names the Debian package), the file cannot be written,
+/// or the process cannot be started.
+pub fn spawn_nginx(name: &str, base: &Path, conf: &str, cpus: Option<&str>) -> Result<Process> {
+    let conf_path = base.join("nginx.conf");
+    fs::write(&conf_path, conf).with_context(|| format!("writing {}", conf_path.display()))?;
+    let mut spec = Spec::new(require(Tool::Nginx)?)
+        .arg("-p")
+        .arg(base)
+        .arg("-e")
+        .arg(base.join("nginx.err"))
+        .arg("-c")
+        .arg(&conf_path);
+    if let Some(c) = cpus {
+        spec = spec.cpus(c);
+    }
+    Process::spawn(name, spec, &base.join("nginx.log"))
 }
 
 /// A PostgreSQL server in a temp data dir, trust auth from 127.0.0.0/8,

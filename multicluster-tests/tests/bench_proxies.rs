@@ -13,10 +13,10 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use multicluster_tests::bench::proxies::{loopback_ips, Backends, ProxyKind, ProxyPair};
 use multicluster_tests::net;
-use multicluster_tests::process::{logs_on_error, Process, Spec};
+use multicluster_tests::process::{logs_on_error, Process};
 use multicluster_tests::ready::{http_get, wait_tcp};
-use multicluster_tests::servers::{running_as_root, Nginx};
-use multicluster_tests::tools::{curl, random_file, require, Tool};
+use multicluster_tests::servers::{nginx_conf_head, spawn_nginx, Nginx};
+use multicluster_tests::tools::{curl, random_file};
 
 /// Body of the h2c backend, so a response proves which backend answered.
 const H2C_BODY: &str = "h2c backend\n";
@@ -230,26 +230,9 @@ impl H2cNginx {
     fn start(dir: &Path, addr: SocketAddr, inner: SocketAddr) -> Result<Self> {
         let base: PathBuf = dir.join(format!("nginx-h2c-{}", addr.port()));
         fs::create_dir_all(base.join("tmp"))?;
-        let b = base.display();
-        let user = if running_as_root() {
-            "user root;\n"
-        } else {
-            ""
-        };
+        let head = nginx_conf_head(&base, 4096);
         let conf = format!(
-            r#"{user}daemon off;
-master_process off;
-worker_processes 1;
-error_log {b}/nginx.err warn;
-pid {b}/nginx.pid;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {b}/tmp/body;
-    proxy_temp_path {b}/tmp/proxy;
-    fastcgi_temp_path {b}/tmp/fastcgi;
-    uwsgi_temp_path {b}/tmp/uwsgi;
-    scgi_temp_path {b}/tmp/scgi;
+            r#"{head}    access_log off;
     server {{
         listen {addr} http2;
         location / {{ proxy_pass http://{inner}; }}
@@ -262,17 +245,8 @@ http {{
 "#,
             body = H2C_BODY.escape_default()
         );
-        let conf_path = base.join("nginx.conf");
-        fs::write(&conf_path, conf)?;
-        let spec = Spec::new(require(Tool::Nginx)?)
-            .arg("-p")
-            .arg(&base)
-            .arg("-e")
-            .arg(base.join("nginx.err"))
-            .arg("-c")
-            .arg(&conf_path);
-        let mut process = Process::spawn("nginx-h2c", spec, &base.join("nginx.log"))
-            .context("starting the h2c nginx")?;
+        let mut process =
+            spawn_nginx("nginx-h2c", &base, &conf, None).context("starting the h2c nginx")?;
         wait_tcp(&mut process, addr)?;
         Ok(H2cNginx {
             addr,

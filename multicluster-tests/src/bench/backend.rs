@@ -30,9 +30,9 @@ use anyhow::{bail, Context, Result};
 use super::iperf::Iperf3Server;
 use super::proxies::Backends;
 use crate::net::tcp_addr;
-use crate::process::{Process, Spec};
+use crate::process::Process;
 use crate::ready::wait_tcp;
-use crate::servers::running_as_root;
+use crate::servers::{nginx_conf_head, spawn_nginx};
 use crate::tools::{curl, require, run, Tool};
 
 /// The HTTP path of the 1 KiB response.
@@ -64,7 +64,6 @@ impl Backend {
     /// nginx, iperf3 or curl is missing (names the package), a server did
     /// not start, or a check failed.
     pub fn start(dir: &Path, ip: Ipv4Addr, cpus: Option<&str>) -> Result<Self> {
-        let nginx_bin = require(Tool::Nginx)?;
         let base = dir.join("backend");
         let root = base.join("www");
         fs::create_dir_all(root.join("bench.Bench"))?;
@@ -86,19 +85,8 @@ impl Backend {
             grpc: tcp_addr(ip, 8081)?,
             tcp: tcp_addr(ip, 5201)?,
         };
-        let conf_path = base.join("nginx.conf");
-        fs::write(&conf_path, nginx_conf(&base, &root, &addrs)?)?;
-        let mut spec = Spec::new(nginx_bin)
-            .arg("-p")
-            .arg(&base)
-            .arg("-e")
-            .arg(base.join("nginx.err"))
-            .arg("-c")
-            .arg(&conf_path);
-        if let Some(c) = cpus {
-            spec = spec.cpus(c);
-        }
-        let mut nginx = Process::spawn("backend-nginx", spec, &base.join("nginx.log"))?;
+        let conf = nginx_conf(&base, &root, &addrs)?;
+        let mut nginx = spawn_nginx("backend-nginx", &base, &conf, cpus)?;
         wait_tcp(&mut nginx, addrs.http)?;
         wait_tcp(&mut nginx, addrs.grpc)?;
         let iperf3 = Iperf3Server::start(&base, addrs.tcp, cpus)?;
@@ -265,26 +253,10 @@ fn varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 fn nginx_conf(base: &Path, root: &Path, addrs: &Backends) -> Result<String> {
-    let b = base.display();
-    let mut conf = String::new();
-    if running_as_root() {
-        conf.push_str("user root;\n");
-    }
+    let mut conf = nginx_conf_head(base, 8192);
     write!(
         conf,
-        r#"daemon off;
-master_process off;
-worker_processes 1;
-error_log {b}/nginx.err warn;
-pid {b}/nginx.pid;
-events {{ worker_connections 8192; }}
-http {{
-    access_log off;
-    client_body_temp_path {b}/tmp/body;
-    proxy_temp_path {b}/tmp/proxy;
-    fastcgi_temp_path {b}/tmp/fastcgi;
-    uwsgi_temp_path {b}/tmp/uwsgi;
-    scgi_temp_path {b}/tmp/scgi;
+        r#"    access_log off;
     default_type application/octet-stream;
     keepalive_requests 10000000;
     keepalive_timeout 300s;

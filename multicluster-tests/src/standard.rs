@@ -14,12 +14,15 @@
 
 use std::net::SocketAddr;
 
-use anyhow::Result;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
 
 use crate::config::Protocol;
 use crate::mesh::Mesh;
 use crate::net;
 use crate::servers::{Nginx, Postgres};
+use crate::tools::{curl, random_file, sha256_file};
 use crate::topology::{Topology, Workload};
 
 /// Cluster names.
@@ -180,6 +183,89 @@ impl Standard {
         self.nginx
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("nginx is not part of this topology"))
+    }
+}
+
+/// Times of one [`Standard::bulk_round_trip`].
+#[derive(Debug, Clone, Copy)]
+pub struct RoundTrip {
+    /// Bytes each way.
+    pub bytes: u64,
+    /// Download time.
+    pub down: Duration,
+    /// Upload time.
+    pub up: Duration,
+}
+
+impl RoundTrip {
+    /// `label: download 1.2 s (53.3 MiB/s), upload …`, for the test output.
+    pub fn summary(&self, label: &str) -> String {
+        let mib = self.bytes as f64 / f64::from(1 << 20);
+        format!(
+            "{label} {mib} MiB: download {:.1} s ({:.1} MiB/s), upload {:.1} s ({:.1} MiB/s)",
+            self.down.as_secs_f64(),
+            mib / self.down.as_secs_f64(),
+            self.up.as_secs_f64(),
+            mib / self.up.as_secs_f64()
+        )
+    }
+}
+
+impl Standard {
+    /// Through the frontend's `WEB` listener: downloads `len` random bytes
+    /// from nginx with curl and checks length and SHA-256, then uploads
+    /// `len` other random bytes (WebDAV PUT, 201/204) and checks what nginx
+    /// stored, each bounded by `timeout`.
+    ///
+    /// # Errors
+    /// A transfer failed, timed out, or the bytes differ.
+    pub fn bulk_round_trip(&mut self, len: u64, timeout: Duration) -> Result<RoundTrip> {
+        let served = self.nginx()?.root().join("big.bin");
+        random_file(&served, len)?;
+        let up_src = self.mesh.dir().join("upload-src.bin");
+        random_file(&up_src, len)?;
+
+        let got = self.mesh.dir().join("downloaded.bin");
+        let got_arg = got.to_str().context("temp path is not UTF-8")?;
+        let start = Instant::now();
+        let r = curl(&["-o", got_arg, &self.url(WEB, "/big.bin")?], timeout)?;
+        let down = start.elapsed();
+        ensure!(
+            r.out.success(),
+            "download failed after {down:?}: {}",
+            r.out.stderr
+        );
+        ensure!(r.status == 200, "download status {}", r.status);
+        ensure!(std::fs::metadata(&got)?.len() == len, "downloaded length");
+        ensure!(
+            sha256_file(&got)? == sha256_file(&served)?,
+            "downloaded bytes differ"
+        );
+
+        let up_arg = up_src.to_str().context("temp path is not UTF-8")?;
+        let start = Instant::now();
+        let r = curl(&["-T", up_arg, &self.url(WEB, "/upload/big.bin")?], timeout)?;
+        let up = start.elapsed();
+        ensure!(
+            r.out.success(),
+            "upload failed after {up:?}: {}",
+            r.out.stderr
+        );
+        ensure!(
+            r.status == 201 || r.status == 204,
+            "upload status {}",
+            r.status
+        );
+        let stored = self.nginx()?.upload_dir().join("big.bin");
+        ensure!(
+            sha256_file(&stored)? == sha256_file(&up_src)?,
+            "uploaded bytes differ"
+        );
+        Ok(RoundTrip {
+            bytes: len,
+            down,
+            up,
+        })
     }
 }
 

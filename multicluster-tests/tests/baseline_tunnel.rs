@@ -3,13 +3,13 @@
 //! `bulk.rs`, with the gateway-to-gateway hop carried by HTTP/2 CONNECT
 //! streams over TLS/TCP instead of QUIC.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use multicluster_tests::config::PeerTransport;
 use multicluster_tests::process::logs_on_error;
 use multicluster_tests::standard::{Parts, Standard, StandardBuilder, A, B, WEB};
-use multicluster_tests::tools::{curl, random_file, sha256_file};
+use multicluster_tests::tools::curl;
 
 const BODY: &str = "hello from nginx in cluster-b, over tcp+tls\n";
 
@@ -76,63 +76,8 @@ fn curl_in_a_gets_nginx_in_b_with_the_exact_body_over_tcp_tls() -> Result<()> {
 fn a_64_mib_download_and_upload_cross_the_tcp_tls_tunnel_intact() -> Result<()> {
     logs_on_error(|| {
         let mut s = start("baseline-bulk")?;
-        let len = 64u64 << 20;
-        let served = s.nginx()?.root().join("big.bin");
-        random_file(&served, len)?;
-        let up_src = s.mesh.dir().join("upload-src.bin");
-        random_file(&up_src, len)?;
-
-        let got = s.mesh.dir().join("downloaded.bin");
-        let start = Instant::now();
-        let r = curl(
-            &["-o", got.to_str().unwrap(), &s.url(WEB, "/big.bin")?],
-            TRANSFER_TIMEOUT,
-        )?;
-        let down = start.elapsed();
-        ensure!(
-            r.out.success(),
-            "download failed after {down:?}: {}",
-            r.out.stderr
-        );
-        ensure!(r.status == 200, "download status {}", r.status);
-        ensure!(std::fs::metadata(&got)?.len() == len, "downloaded length");
-        ensure!(
-            sha256_file(&got)? == sha256_file(&served)?,
-            "downloaded bytes differ"
-        );
-
-        let start = Instant::now();
-        let r = curl(
-            &[
-                "-T",
-                up_src.to_str().unwrap(),
-                &s.url(WEB, "/upload/big.bin")?,
-            ],
-            TRANSFER_TIMEOUT,
-        )?;
-        let up = start.elapsed();
-        ensure!(
-            r.out.success(),
-            "upload failed after {up:?}: {}",
-            r.out.stderr
-        );
-        ensure!(
-            r.status == 201 || r.status == 204,
-            "upload status {}",
-            r.status
-        );
-        let stored = s.nginx()?.upload_dir().join("big.bin");
-        ensure!(
-            sha256_file(&stored)? == sha256_file(&up_src)?,
-            "uploaded bytes differ"
-        );
-        eprintln!(
-            "tcp+tls 64 MiB: download {:.1} s ({:.1} MiB/s), upload {:.1} s ({:.1} MiB/s)",
-            down.as_secs_f64(),
-            64.0 / down.as_secs_f64(),
-            up.as_secs_f64(),
-            64.0 / up.as_secs_f64()
-        );
+        let t = s.bulk_round_trip(64 << 20, TRANSFER_TIMEOUT)?;
+        eprintln!("{}", t.summary("tcp+tls"));
         assert_peer_over_tcp(&s)?;
         s.mesh.assert_all_running()
     })

@@ -15,13 +15,6 @@ use mesh_gateway::tcp_tls::{self, H2Settings};
 use tokio::sync::watch;
 use tunnel_proto::{code, OpenerEvent, RejectReason};
 
-fn rejected(ev: &OpenerEvent) -> Option<RejectReason> {
-    match ev {
-        OpenerEvent::Rejected { reason, .. } => Some(*reason),
-        _ => None,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_crosses_both_ways_and_half_closes_are_honoured() -> anyhow::Result<()> {
     let p = Pair::tcp_tls().await;
@@ -83,22 +76,33 @@ async fn rejects_come_back_through_the_connect_stream() -> anyhow::Result<()> {
     let p = Pair::tcp_tls().await;
     let sc = p.sidecar().await;
     let echo_id = p.b.workload_id("echo");
-    let (ev, ..) = sc
-        .open(&header("cluster-b", "default/nope", 8080, &echo_id))
-        .await?;
-    assert_eq!(rejected(&ev), Some(RejectReason::UnknownService), "{ev:?}");
-    let (ev, ..) = sc
-        .open(&header("cluster-b", "default/private", 8080, &echo_id))
-        .await?;
-    assert_eq!(rejected(&ev), Some(RejectReason::NotExported), "{ev:?}");
-    let (ev, ..) = sc
-        .open(&header("cluster-b", "default/down", 8080, &echo_id))
-        .await?;
-    assert_eq!(
-        rejected(&ev),
-        Some(RejectReason::NoHealthyEndpoint),
-        "{ev:?}"
-    );
+    assert_rejected(
+        &sc,
+        "cluster-b",
+        "default/nope",
+        8080,
+        &echo_id,
+        RejectReason::UnknownService,
+    )
+    .await?;
+    assert_rejected(
+        &sc,
+        "cluster-b",
+        "default/private",
+        8080,
+        &echo_id,
+        RejectReason::NotExported,
+    )
+    .await?;
+    assert_rejected(
+        &sc,
+        "cluster-b",
+        "default/down",
+        8080,
+        &echo_id,
+        RejectReason::NoHealthyEndpoint,
+    )
+    .await?;
     // The connection survives rejects: the next stream is accepted.
     let (ev, mut send, mut recv) = sc.open(&p.echo_header()).await?;
     assert!(matches!(ev, OpenerEvent::Accepted { .. }), "{ev:?}");

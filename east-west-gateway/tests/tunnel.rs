@@ -7,13 +7,6 @@ use common::*;
 use tunnel_proto::code;
 use tunnel_proto::{OpenerEvent, RejectReason};
 
-fn rejected(ev: &OpenerEvent) -> Option<RejectReason> {
-    match ev {
-        OpenerEvent::Rejected { reason, .. } => Some(*reason),
-        _ => None,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_round_trip_and_fin_propagates() -> anyhow::Result<()> {
     let p = Pair::new().await;
@@ -55,41 +48,58 @@ async fn not_exported_unknown_service_and_no_healthy_endpoint_are_rejected() -> 
     let sc = p.sidecar().await;
     let echo_id = p.b.workload_id("echo");
 
-    let (ev, ..) = sc
-        .open(&header("cluster-b", "default/private", 8080, &echo_id))
-        .await?;
-    assert_eq!(rejected(&ev), Some(RejectReason::NotExported), "{ev:?}");
+    assert_rejected(
+        &sc,
+        "cluster-b",
+        "default/private",
+        8080,
+        &echo_id,
+        RejectReason::NotExported,
+    )
+    .await?;
 
-    let (ev, ..) = sc
-        .open(&header("cluster-b", "default/nope", 8080, &echo_id))
-        .await?;
-    assert_eq!(rejected(&ev), Some(RejectReason::UnknownService), "{ev:?}");
+    assert_rejected(
+        &sc,
+        "cluster-b",
+        "default/nope",
+        8080,
+        &echo_id,
+        RejectReason::UnknownService,
+    )
+    .await?;
 
     // Same service, other port: no such export either.
-    let (ev, ..) = sc
-        .open(&header("cluster-b", "default/echo", 9090, &echo_id))
-        .await?;
-    assert_eq!(rejected(&ev), Some(RejectReason::UnknownService), "{ev:?}");
+    assert_rejected(
+        &sc,
+        "cluster-b",
+        "default/echo",
+        9090,
+        &echo_id,
+        RejectReason::UnknownService,
+    )
+    .await?;
 
-    let (ev, ..) = sc
-        .open(&header("cluster-b", "default/down", 8080, &echo_id))
-        .await?;
-    assert_eq!(
-        rejected(&ev),
-        Some(RejectReason::NoHealthyEndpoint),
-        "{ev:?}"
-    );
+    assert_rejected(
+        &sc,
+        "cluster-b",
+        "default/down",
+        8080,
+        &echo_id,
+        RejectReason::NoHealthyEndpoint,
+    )
+    .await?;
 
     // An expected identity no endpoint has.
     let other = p.b.workload_id("other");
-    let (ev, ..) = sc
-        .open(&header("cluster-b", "default/echo", 8080, &other))
-        .await?;
-    assert_eq!(
-        rejected(&ev),
-        Some(RejectReason::NoHealthyEndpoint),
-        "{ev:?}"
-    );
+    assert_rejected(
+        &sc,
+        "cluster-b",
+        "default/echo",
+        8080,
+        &other,
+        RejectReason::NoHealthyEndpoint,
+    )
+    .await?;
 
     let (ev, ..) = sc
         .open(&header(

@@ -18,7 +18,7 @@ use trust_bundle::{
     Authorizer, Bundle, BundleMap, BundleStore, CertificateAuthority, SpiffeId, SvidRequest,
     SvidSource, TrustDomain,
 };
-use tunnel_proto::{OpenHeader, OpenerEvent};
+use tunnel_proto::{OpenHeader, OpenerEvent, RejectReason};
 
 /// A cluster's CA, written as `<dir>/<name>/ca.pem` and `ca-key.pem`.
 pub struct Cluster {
@@ -188,6 +188,32 @@ impl Sidecar {
                 .await;
         Ok((ev, send, recv))
     }
+}
+
+/// The reason of a rejected open, `None` for any other outcome.
+pub fn rejected(ev: &OpenerEvent) -> Option<RejectReason> {
+    match ev {
+        OpenerEvent::Rejected { reason, .. } => Some(*reason),
+        _ => None,
+    }
+}
+
+/// Opens a stream to `service:port` in `cluster` expecting `expected` at
+/// the far end, and checks the gateway rejects it with `want`.
+pub async fn assert_rejected(
+    sc: &Sidecar,
+    cluster: &str,
+    service: &str,
+    port: u16,
+    expected: &str,
+    want: RejectReason,
+) -> Result<()> {
+    let (ev, ..) = sc.open(&header(cluster, service, port, expected)).await?;
+    anyhow::ensure!(
+        rejected(&ev) == Some(want),
+        "{service}:{port}: want {want:?}, got {ev:?}"
+    );
+    Ok(())
 }
 
 pub fn header(cluster: &str, service: &str, port: u16, expected: &str) -> OpenHeader {

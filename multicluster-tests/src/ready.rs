@@ -84,29 +84,53 @@ pub fn wait_tcp(process: &mut Process, addr: SocketAddr) -> Result<()> {
 pub fn wait_until(
     process: &mut Process,
     what: &str,
+    probe: impl FnMut() -> Result<()>,
+) -> Result<()> {
+    wait_until_all(&mut [process], what, probe)
+}
+
+/// [`wait_until`] for a group of processes that serve together (a proxy
+/// pair): fails at once if any of them exits, and on timeout shows every
+/// log tail.
+///
+/// # Errors
+/// A process exited, or `probe` still fails after [`patience`].
+pub fn wait_until_all(
+    processes: &mut [&mut Process],
+    what: &str,
     mut probe: impl FnMut() -> Result<()>,
 ) -> Result<()> {
     let patience = patience();
     let start = Instant::now();
     loop {
-        if let Some(status) = process.exited() {
-            bail!(
-                "{} exited ({status}) while waiting for {what}; log tail:\n{}",
-                process.name(),
-                process.log_tail()
-            );
+        for process in processes.iter_mut() {
+            if let Some(status) = process.exited() {
+                bail!(
+                    "{} exited ({status}) while waiting for {what}; log tail:\n{}",
+                    process.name(),
+                    process.log_tail()
+                );
+            }
         }
         let last = match probe() {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
         if start.elapsed() >= patience {
-            bail!(
-                "{} not ready after {} ms ({what}): {last:#}; log tail:\n{}",
-                process.name(),
-                start.elapsed().as_millis(),
-                process.log_tail()
+            let names: Vec<&str> = processes.iter().map(|p| p.name()).collect();
+            let mut msg = format!(
+                "{} not ready after {} ms ({what}): {last:#}",
+                names.join(" + "),
+                start.elapsed().as_millis()
             );
+            for process in processes.iter() {
+                msg.push_str(&format!(
+                    "\nlog tail of {}:\n{}",
+                    process.name(),
+                    process.log_tail()
+                ));
+            }
+            bail!(msg);
         }
         std::thread::sleep(POLL);
     }

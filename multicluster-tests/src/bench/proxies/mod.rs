@@ -39,7 +39,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
 use trust_bundle::{SpiffeId, SvidRequest};
@@ -289,13 +289,17 @@ impl ProxyPair {
             wait_tcp(&mut client, addr)?;
         }
         let http = format!("http://{}/1k", plan.entry.http);
-        wait_both(&mut client, &mut server, &format!("GET {http}"), || {
-            probe_http(&http)
-        })?;
+        ready::wait_until_all(
+            &mut [&mut server, &mut client],
+            &format!("GET {http}"),
+            || probe_http(&http),
+        )?;
         let grpc = format!("http://{}/", plan.entry.grpc);
-        wait_both(&mut client, &mut server, &format!("h2c GET {grpc}"), || {
-            probe_h2c(&grpc)
-        })?;
+        ready::wait_until_all(
+            &mut [&mut server, &mut client],
+            &format!("h2c GET {grpc}"),
+            || probe_h2c(&grpc),
+        )?;
         Ok(ProxyPair {
             kind,
             client,
@@ -406,46 +410,6 @@ fn spawn(
         spec = spec.cpus(cpus);
     }
     Process::spawn(&name, spec, &dir.join(format!("{name}.log")))
-}
-
-/// Polls `probe` every 50 ms until it succeeds; fails at once (with the
-/// log tail) if either proxy exits, and after [`ready::patience`] with the
-/// last probe error and both log tails.
-fn wait_both(
-    client: &mut Process,
-    server: &mut Process,
-    what: &str,
-    mut probe: impl FnMut() -> Result<()>,
-) -> Result<()> {
-    let patience = ready::patience();
-    let start = Instant::now();
-    loop {
-        for p in [&mut *server, &mut *client] {
-            if let Some(status) = p.exited() {
-                bail!(
-                    "{} exited ({status}) while waiting for {what}; log tail:\n{}",
-                    p.name(),
-                    p.log_tail()
-                );
-            }
-        }
-        let last = match probe() {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
-        if start.elapsed() >= patience {
-            bail!(
-                "proxy pair not ready after {} ms ({what}): {last:#}\n\
-                 log tail of {}:\n{}\nlog tail of {}:\n{}",
-                start.elapsed().as_millis(),
-                client.name(),
-                client.log_tail(),
-                server.name(),
-                server.log_tail()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// `GET url` over HTTP/1.1 answers 200 with exactly 1024 bytes.

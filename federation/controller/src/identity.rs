@@ -1,0 +1,1 @@
+//! See lib.rs and docs/reference/controller.md.

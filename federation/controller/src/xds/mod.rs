@@ -1,0 +1,123 @@
+//! The xDS server (ADS, state of the world and delta) over an [`Model`]
+//! (docs/xds.md). SKELETON: the Model is the contract; the xDS helper owns
+//! the rest of this module.
+
+use std::net::SocketAddr;
+
+/// Everything the xDS server needs, derived from the catalog by
+/// `catalog::xds_model`. Replaced whole on every catalog change; the server
+/// diffs per client and pushes only what changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Model {
+    /// Increases with every change.
+    pub version: u64,
+    /// Our cluster name.
+    pub cluster: String,
+    /// Our trust domain.
+    pub trust_domain: String,
+    /// Service ports every client may route to (locals and imports).
+    pub services: Vec<ServiceModel>,
+    /// Linked peers (gateway role).
+    pub peers: Vec<PeerModel>,
+    /// Local services exported to peers (gateway role).
+    pub exports: Vec<ExportModel>,
+}
+
+/// The application protocol of a service port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AppProtocol {
+    /// HTTP/1.1 or HTTP/2.
+    Http,
+    /// gRPC (HTTP/2).
+    Grpc,
+    /// Opaque TCP.
+    Tcp,
+}
+
+/// One service port, all its localities (local first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceModel {
+    /// Namespace.
+    pub namespace: String,
+    /// Service name.
+    pub name: String,
+    /// Service port.
+    pub port: u16,
+    /// Protocol.
+    pub protocol: AppProtocol,
+    /// Envoy's overprovisioning factor, percent (140 = 1.4).
+    pub overprovisioning_factor: u32,
+    /// Localities with their priority (0 = most preferred).
+    pub localities: Vec<LocalityModel>,
+}
+
+/// One locality of a service port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalityModel {
+    /// Cluster the locality lies in (xDS `sub_zone`).
+    pub cluster: String,
+    /// Region (may be empty).
+    pub region: String,
+    /// Zone (may be empty).
+    pub zone: String,
+    /// Priority, 0 = most preferred.
+    pub priority: u32,
+    /// Locality weight (≥ 1).
+    pub weight: u32,
+    /// Local endpoints (empty for a remote locality).
+    pub endpoints: Vec<EndpointModel>,
+    /// Set for a remote cluster's locality: reached through our gateway.
+    pub tunnel: Option<TunnelModel>,
+}
+
+/// One local endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointModel {
+    /// Where callers connect (sidecar inbound, or the app when proxyless).
+    pub address: SocketAddr,
+    /// The workload's SPIFFE ID.
+    pub spiffe_id: String,
+    /// Healthy (lease live and not marked down).
+    pub healthy: bool,
+}
+
+/// A remote cluster's locality, reached through the local gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelModel {
+    /// Our gateway's address for local sidecars (QUIC).
+    pub gateway: SocketAddr,
+    /// Remote cluster name.
+    pub cluster: String,
+    /// Expected destination SPIFFE ID.
+    pub spiffe_id: String,
+    /// Healthy endpoints there (from the peering stream).
+    pub healthy: u32,
+}
+
+/// A linked peer (gateway role: `peer|<cluster>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerModel {
+    /// Peer cluster name.
+    pub cluster: String,
+    /// Its trust domain.
+    pub trust_domain: String,
+    /// Its gateways, `host:port`.
+    pub gateway_addresses: Vec<String>,
+    /// Its gateways' SPIFFE ID.
+    pub gateway_spiffe_id: String,
+}
+
+/// A local service port exported to peers (gateway role: `export|…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportModel {
+    /// Namespace.
+    pub namespace: String,
+    /// Service.
+    pub name: String,
+    /// Service port.
+    pub port: u16,
+    /// Peer clusters allowed.
+    pub exported_to: Vec<String>,
+    /// Local endpoints with locality.
+    pub endpoints: Vec<(EndpointModel, String, String)>,
+}

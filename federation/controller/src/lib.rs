@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod catalog;
 pub mod config;
+pub mod grpc;
 pub mod identity;
 pub mod peering;
 pub mod store;

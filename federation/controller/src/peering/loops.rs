@@ -6,8 +6,8 @@
 //!   controller SPIFFE ID with the bundle already held (so a root rotation
 //!   carries itself over), honoring `spiffe_refresh_hint` (default 5 min),
 //!   retrying failures from 1 s doubling up to the refresh interval. Every
-//!   fetched bundle goes into the process's [`BundleStore`](trust_bundle::BundleStore)
-//!   at once; the leader also writes `UpdatePeerBundle` when the sequence
+//!   fetched bundle goes into the process's [`BundleStore`] at once (while
+//!   the peer is linked); the leader also writes `UpdatePeerBundle` when the sequence
 //!   changed (or the stored refresh time is older than `bundle_rewrite`);
 //! - on the Raft leader only, a `WatchExports` client: mTLS with our SVID,
 //!   verifying the peer controller's SPIFFE ID against the peer's bundle,
@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 use trust_bundle::endpoint::{
     retry_interval, BundleEndpointClient, EndpointConfig, EndpointProfile, DEFAULT_REFRESH,
 };
-use trust_bundle::{Bundle, SpiffeId, TrustDomain};
+use trust_bundle::{Bundle, BundleStore, SpiffeId, TrustDomain};
 
 use super::context::PeeringState;
 use super::state::OLDER_BUNDLE;
@@ -179,12 +179,29 @@ async fn bundle_loop<S: PeeringState>(
     url: String,
     endpoint_id: SpiffeId,
 ) {
+    // The client authenticates each fetch with the bundle it fetched last,
+    // kept in a store of its own; a fetched bundle reaches the live store
+    // only while the peer is still linked (an unlink must not be undone by
+    // a fetch that was in flight).
+    let own = BundleStore::new();
+    match ctx.bundles.get(&trust_domain) {
+        Some(held) => own.set(held),
+        None => match ctx
+            .peer(&cluster)
+            .map(|p| Bundle::from_jwks(trust_domain.clone(), p.bundle_json.as_bytes()))
+        {
+            Some(Ok(bundle)) => own.set(bundle),
+            _ => {
+                tracing::warn!(peer = %cluster, "no bundle held for the peer; its bundle endpoint cannot be authenticated")
+            }
+        },
+    }
     let config = EndpointConfig {
-        trust_domain,
+        trust_domain: trust_domain.clone(),
         url,
         profile: EndpointProfile::HttpsSpiffe { endpoint_id },
     };
-    let client = match BundleEndpointClient::new(config, ctx.bundles.clone()) {
+    let client = match BundleEndpointClient::new(config, own) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(peer = %cluster, error = %error_chain(&e), "cannot refresh the peer's bundle");
@@ -201,7 +218,13 @@ async fn bundle_loop<S: PeeringState>(
                     .refresh_hint()
                     .filter(|d| !d.is_zero())
                     .unwrap_or(DEFAULT_REFRESH);
-                record_bundle(&ctx, &cluster, &bundle).await;
+                if ctx
+                    .peer(&cluster)
+                    .is_some_and(|p| p.trust_domain == trust_domain.as_str())
+                {
+                    ctx.bundles.set(bundle.clone());
+                    record_bundle(&ctx, &cluster, &bundle).await;
+                }
                 interval
             }
             Err(e) => {

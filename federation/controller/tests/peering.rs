@@ -570,6 +570,13 @@ async fn unlink_removes_both_sides() {
         .insert(PeerIdentity(Some(stranger)));
     let status = a.service.unlink(request).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    let mut request = tonic::Request::new(mesh_api::peering::WatchExportsRequest {});
+    let stranger = TrustDomain::parse("cluster-z.mesh").unwrap().id();
+    request
+        .extensions_mut()
+        .insert(PeerIdentity(Some(stranger)));
+    let status = a.service.watch_exports(request).await.err().unwrap();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
     assert!(a.catalog().peers.contains_key("cluster-b"));
 }
 

@@ -1,6 +1,5 @@
 //! gRPC channels to a peer controller over our own rustls client config
-//! (TLS 1.3/1.2 as rustls negotiates, ALPN `h2`, SPIFFE server
-//! verification, SNI off).
+//! (TLS 1.3 only, ALPN `h2`, SPIFFE server verification, SNI off).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,20 +15,38 @@ use tokio_rustls::TlsConnector;
 use tonic::codegen::http::Uri;
 use tonic::codegen::Service;
 use tonic::transport::{Channel, Endpoint};
-use trust_bundle::verify::Authorizer;
+use trust_bundle::verify::{Authorizer, SpiffeServerVerifier};
 use trust_bundle::{BundleStore, SpiffeId, SvidSource};
 
 use super::error_chain;
 
-/// A client config that verifies the server as exactly `server_id` against
-/// `bundles`, presents `svid` when given, and offers ALPN `h2`.
+/// A TLS 1.3-only client config that verifies the server as exactly
+/// `server_id` against `bundles`, presents `svid` when given, offers ALPN
+/// `h2`, sends no SNI and never resumes sessions (as
+/// [`trust_bundle::tls::client_config`], pinned to TLS 1.3).
 pub(crate) fn client_config(
     svid: Option<Arc<SvidSource>>,
     bundles: BundleStore,
     server_id: SpiffeId,
 ) -> Result<Arc<ClientConfig>, rustls::Error> {
-    trust_bundle::tls::client_config(svid, bundles, Authorizer::Exact(server_id), &[b"h2"])
-        .map(Arc::new)
+    let provider = trust_bundle::crypto_provider();
+    let verifier = Arc::new(SpiffeServerVerifier::new(
+        bundles,
+        Authorizer::Exact(server_id),
+        provider.clone(),
+    ));
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match svid {
+        Some(svid) => builder.with_client_cert_resolver(svid),
+        None => builder.with_no_client_auth(),
+    };
+    config.enable_sni = false;
+    config.resumption = rustls::client::Resumption::disabled();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// Connects a channel to `address` (`host:port`) with `config`; fails if

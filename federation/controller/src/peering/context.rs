@@ -342,3 +342,70 @@ fn is_dns_label(s: &str) -> bool {
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use trust_bundle::CertificateAuthority;
+
+    use super::*;
+
+    fn info() -> PeerInfo {
+        let td = TrustDomain::parse("cluster-b.mesh").unwrap();
+        let ca = CertificateAuthority::self_signed(
+            td.clone(),
+            Duration::from_secs(3600),
+            SystemTime::now(),
+        )
+        .unwrap();
+        let bundle = Bundle::with_x509_authorities(td.clone(), [ca.trust_anchor().clone()]);
+        let (_tx, rx) = watch::channel(bundle);
+        let mut local = LocalPeer::new("cluster-b", td, rx, "https://127.0.0.1:1/", "127.0.0.1:2");
+        local.gateway_addresses = vec!["127.0.0.1:3".into()];
+        local.peer_info()
+    }
+
+    #[test]
+    fn a_valid_peer_info_becomes_a_record() {
+        let (record, bundle, id) = peer_record(&info(), 77).unwrap();
+        assert_eq!(record.cluster, "cluster-b");
+        assert_eq!(record.bundle_sequence, bundle.sequence());
+        assert_eq!(
+            id.as_str(),
+            "spiffe://cluster-b.mesh/ns/isthmus-system/sa/controller"
+        );
+        assert_eq!((record.linked_ms, record.bundle_refreshed_ms), (77, 77));
+        assert!(record.exports.is_empty());
+        assert!(decode_exports(&record).is_none());
+    }
+
+    #[test]
+    fn invalid_peer_infos_name_the_field() {
+        let field = |edit: fn(&mut PeerInfo)| {
+            let mut i = info();
+            edit(&mut i);
+            peer_record(&i, 0).unwrap_err().field
+        };
+        assert_eq!(field(|i| i.cluster = "Cluster_B".into()), "cluster");
+        assert_eq!(field(|i| i.trust_domain = "not a td".into()), "trustDomain");
+        assert_eq!(field(|i| i.bundle_json = "{".into()), "bundleJson");
+        assert_eq!(
+            field(|i| i.bundle_json = "{\"keys\":[]}".into()),
+            "bundleJson"
+        );
+        assert_eq!(
+            field(|i| i.controller_spiffe_id = "spiffe://cluster-a.mesh/x".into()),
+            "controllerSpiffeId"
+        );
+        assert_eq!(
+            field(|i| i.gateway_spiffe_id = "spiffe://other.mesh/gw".into()),
+            "gatewaySpiffeId"
+        );
+        assert_eq!(field(|i| i.controller_address.clear()), "controllerAddress");
+        assert_eq!(
+            field(|i| i.bundle_endpoint = "http://x/".into()),
+            "bundleEndpoint"
+        );
+    }
+}

@@ -131,3 +131,27 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_match_the_admin_api_contract() {
+        assert_eq!(PeeringError::Reused.http_status(), 409);
+        let expired = PeeringError::Expired { detail: "x".into() };
+        assert_eq!(expired.http_status(), 410);
+        assert_eq!(PeeringError::UnknownPeer("b".into()).http_status(), 404);
+        let unreachable = PeeringError::IssuerUnreachable {
+            address: "h:1".into(),
+            reason: "refused".into(),
+        };
+        assert_eq!(unreachable.http_status(), 502);
+        let malformed = PeeringError::Malformed(TokenError::Version(9));
+        assert_eq!(malformed.http_status(), 400);
+        assert_eq!(
+            error_chain(&malformed),
+            "peering token is malformed: peering token version 9 is not supported (expected 1)"
+        );
+    }
+}

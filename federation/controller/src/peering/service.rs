@@ -245,3 +245,51 @@ impl<S: PeeringState> Peering for PeeringService<S> {
         Ok(tonic::Response::new(UnlinkResponse {}))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use mesh_api::peering::ExportedService;
+
+    use super::*;
+
+    struct Fixed(Vec<&'static str>);
+
+    impl ExportSource for Fixed {
+        fn export_set(&self, _catalog: &Catalog, peer: &str) -> ExportSet {
+            ExportSet {
+                services: self
+                    .0
+                    .iter()
+                    .map(|n| ExportedService {
+                        namespace: peer.into(),
+                        name: (*n).into(),
+                        ..ExportedService::default()
+                    })
+                    .collect(),
+                ..ExportSet::default()
+            }
+        }
+    }
+
+    #[test]
+    fn export_sets_are_sorted_versioned_and_name_our_gateways() {
+        let catalog = Catalog {
+            revision: 42,
+            ..Catalog::default()
+        };
+        let gateways = vec!["127.0.0.1:15443".to_owned()];
+        let set = export_set_for(&Fixed(vec!["web", "api"]), &catalog, "b", &gateways);
+        let names: Vec<_> = set.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["api", "web"]);
+        assert_eq!(
+            set.services[0].namespace, "b",
+            "the peer name reaches the source"
+        );
+        assert_eq!(set.version, 42);
+        assert_eq!(set.gateway_addresses, gateways);
+        assert_eq!(
+            export_set_for(&NoExports, &catalog, "b", &[]).services,
+            vec![]
+        );
+    }
+}

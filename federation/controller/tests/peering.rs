@@ -142,7 +142,11 @@ struct Node {
 
 impl Node {
     async fn start(cluster: &str) -> Node {
-        let td = TrustDomain::parse(&format!("{cluster}.mesh")).unwrap();
+        Node::start_in(cluster, &format!("{cluster}.mesh")).await
+    }
+
+    async fn start_in(cluster: &str, trust_domain: &str) -> Node {
+        let td = TrustDomain::parse(trust_domain).unwrap();
         let now = SystemTime::now();
         let ca = CertificateAuthority::self_signed(td.clone(), Duration::from_secs(86_400), now)
             .unwrap();
@@ -428,6 +432,62 @@ async fn bad_tokens_and_unauthentic_issuers_are_refused() {
 
     // The genuine token still works.
     peering::redeem(&b.ctx, &token).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linked_name_or_trust_domain_cannot_be_taken_over() {
+    let (a, b) = (
+        Node::start("cluster-a").await,
+        Node::start("cluster-b").await,
+    );
+    link(&a, &b).await;
+    // Who is linked with which trust domain (exports may still arrive).
+    let links = |n: &Node| -> Vec<(String, String)> {
+        n.catalog()
+            .peers
+            .values()
+            .map(|p| (p.cluster.clone(), p.trust_domain.clone()))
+            .collect()
+    };
+    let before = (links(&a), links(&b));
+
+    // Redeemer side: a token from another "cluster-a" (another trust domain).
+    let impostor = Node::start_in("cluster-a", "impostor.mesh").await;
+    let token = impostor.token().await;
+    let err = peering::redeem(&b.ctx, &token).await.unwrap_err();
+    assert!(matches!(err, PeeringError::Conflict(_)), "{err:?}");
+    assert_eq!(err.http_status(), 409);
+    assert!(impostor
+        .catalog()
+        .peering_tokens
+        .values()
+        .all(|t| t.redeemed_by.is_none()));
+
+    // Issuer side: someone calling itself cluster-b with another trust
+    // domain redeems a's token: refused before the token is spent.
+    let fake_b = Node::start_in("cluster-b", "fake-b.mesh").await;
+    let token = PeeringToken::decode(&a.token().await).unwrap();
+    let status = a
+        .service
+        .redeem(tonic::Request::new(RedeemRequest {
+            token_id: token.id.clone(),
+            secret: token.secret.clone(),
+            redeemer: Some(fake_b.ctx.local.peer_info()),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("already linked"),
+        "{}",
+        status.message()
+    );
+    assert!(a.catalog().peering_tokens[&token.id].redeemed_by.is_none());
+    assert_eq!((links(&a), links(&b)), before);
+    assert_eq!(
+        before.1,
+        vec![("cluster-a".into(), "cluster-a.mesh".into())]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@ use trust_bundle::{BundleStore, SpiffeId};
 use super::context::PeeringState;
 use super::state::UNKNOWN_PEER;
 use super::token::{secret_sha256, PeeringToken};
-use super::{peer_record, tls, PeeringContext, PeeringError};
+use super::{link_conflict, peer_record, tls, PeeringContext, PeeringError};
 use crate::catalog::{Command, PeerRecord, PeeringTokenRecord, Response};
 
 /// Longest token lifetime [`create_token`] accepts: 7 days.
@@ -63,7 +63,7 @@ pub async fn create_token<S: PeeringState>(
 /// # Errors
 /// [`PeeringError::Malformed`] / [`PeeringError::InvalidIssuer`] /
 /// [`PeeringError::SelfLink`] (400), [`PeeringError::IssuerRefused`] (403),
-/// [`PeeringError::Reused`] (409), [`PeeringError::Expired`] (410),
+/// [`PeeringError::Reused`] / [`PeeringError::Conflict`] (409), [`PeeringError::Expired`] (410),
 /// [`PeeringError::IssuerUnreachable`] / [`PeeringError::BadIssuerAnswer`]
 /// (502), [`PeeringError::Store`] (503).
 pub async fn redeem<S: PeeringState>(
@@ -82,13 +82,18 @@ pub async fn redeem<S: PeeringState>(
             ),
         });
     }
-    let (_, token_bundle, issuer_id) =
+    let (issuer_record, token_bundle, issuer_id) =
         peer_record(&token.issuer, now_ms).map_err(PeeringError::InvalidIssuer)?;
     if token.issuer.cluster == ctx.local.cluster
         || token_bundle.trust_domain() == &ctx.local.trust_domain
     {
         return Err(PeeringError::SelfLink(token.issuer.cluster));
     }
+    let state = ctx.store.read().await.map_err(PeeringError::Store)?;
+    if let Some(conflict) = link_conflict(&state.catalog().peers, &issuer_record) {
+        return Err(PeeringError::Conflict(conflict));
+    }
+    drop(state);
     let address = token.issuer.controller_address.clone();
     let unreachable = |reason: String| PeeringError::IssuerUnreachable {
         address: address.clone(),

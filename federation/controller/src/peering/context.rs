@@ -1,6 +1,7 @@
 //! [`PeeringContext`]: everything the peering code needs from its
 //! controller process, and the validation of a peer's [`PeerInfo`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -325,6 +326,24 @@ pub fn peer_record(
     Ok((record, bundle, controller_id))
 }
 
+/// Why `record` cannot be linked next to the already linked `peers`: a peer
+/// with the same cluster name has another trust domain, or a peer with
+/// another name has the same trust domain (a trust domain names one
+/// cluster). Re-linking the same cluster and trust domain is allowed (it
+/// replaces the record).
+pub fn link_conflict(peers: &BTreeMap<String, PeerRecord>, record: &PeerRecord) -> Option<String> {
+    peers.values().find_map(|p| {
+        let same_name = p.cluster == record.cluster;
+        let same_td = p.trust_domain == record.trust_domain;
+        (same_name != same_td).then(|| {
+            format!(
+                "cluster {} (trust domain {}) is already linked; unlink it before linking {} (trust domain {})",
+                p.cluster, p.trust_domain, record.cluster, record.trust_domain
+            )
+        })
+    })
+}
+
 /// What `record`'s peer exports to us, decoded; `None` before the first
 /// `WatchExports` message or when the stored bytes do not decode.
 pub fn decode_exports(record: &PeerRecord) -> Option<ExportSet> {
@@ -378,6 +397,24 @@ mod tests {
         assert_eq!((record.linked_ms, record.bundle_refreshed_ms), (77, 77));
         assert!(record.exports.is_empty());
         assert!(decode_exports(&record).is_none());
+    }
+
+    #[test]
+    fn a_cluster_name_and_a_trust_domain_belong_together() {
+        let (b, _, _) = peer_record(&info(), 0).unwrap();
+        let peers = BTreeMap::from([(b.cluster.clone(), b.clone())]);
+        assert_eq!(link_conflict(&peers, &b), None, "re-linking is allowed");
+        let mut renamed = b.clone();
+        renamed.cluster = "cluster-x".into();
+        assert!(link_conflict(&peers, &renamed).is_some());
+        let mut other_td = b.clone();
+        other_td.trust_domain = "x.mesh".into();
+        assert!(link_conflict(&peers, &other_td)
+            .unwrap()
+            .contains("unlink it before"));
+        let mut unrelated = other_td;
+        unrelated.cluster = "cluster-x".into();
+        assert_eq!(link_conflict(&peers, &unrelated), None);
     }
 
     #[test]

@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use mesh_api::peering::peering_client::PeeringClient;
 use mesh_api::peering::WatchExportsRequest;
@@ -246,9 +247,12 @@ async fn record_bundle<S: PeeringState>(ctx: &PeeringContext<S>, cluster: &str, 
         return;
     };
     let now_ms = ctx.now_ms();
-    let stale = now_ms.saturating_sub(record.bundle_refreshed_ms)
-        >= u64::try_from(ctx.timing.bundle_rewrite.as_millis()).unwrap_or(u64::MAX);
-    if record.bundle_sequence == bundle.sequence() && !stale {
+    if !bundle_write_needed(
+        &record,
+        bundle.sequence(),
+        now_ms,
+        ctx.timing.bundle_rewrite,
+    ) {
         return;
     }
     let command = Command::UpdatePeerBundle {
@@ -279,6 +283,16 @@ async fn record_bundle<S: PeeringState>(ctx: &PeeringContext<S>, cluster: &str, 
             tracing::warn!(peer = cluster, error = %error_chain(&e), "could not store the peer bundle")
         }
     }
+}
+
+/// Whether a fetched bundle with `sequence` should be written over
+/// `record`: the sequence differs (a lower one is written too, so the
+/// catalog's refusal is logged), or the stored refresh time is at least
+/// `rewrite` old.
+fn bundle_write_needed(record: &PeerRecord, sequence: u64, now_ms: u64, rewrite: Duration) -> bool {
+    let age_ms = now_ms.saturating_sub(record.bundle_refreshed_ms);
+    record.bundle_sequence != sequence
+        || age_ms >= u64::try_from(rewrite.as_millis()).unwrap_or(u64::MAX)
 }
 
 async fn exports_loop<S: PeeringState>(
@@ -354,5 +368,38 @@ async fn watch_exports<S: PeeringState>(
             ),
             Err(e) => return Err(format!("store write failed: {}", error_chain(&e))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundles_are_written_on_a_new_sequence_or_when_stale() {
+        let record = PeerRecord {
+            cluster: "b".into(),
+            trust_domain: "b.mesh".into(),
+            bundle_json: String::new(),
+            bundle_sequence: 3,
+            bundle_refreshed_ms: 10_000,
+            bundle_endpoint: String::new(),
+            controller_address: String::new(),
+            controller_spiffe_id: String::new(),
+            gateway_addresses: vec![],
+            gateway_spiffe_id: String::new(),
+            region: String::new(),
+            exports: vec![],
+            linked_ms: 0,
+        };
+        let minute = Duration::from_secs(60);
+        assert!(!bundle_write_needed(&record, 3, 69_999, minute));
+        assert!(bundle_write_needed(&record, 3, 70_000, minute));
+        assert!(bundle_write_needed(&record, 4, 10_001, minute));
+        assert!(bundle_write_needed(&record, 2, 10_001, minute));
+        assert!(
+            !bundle_write_needed(&record, 3, 0, minute),
+            "clock went back"
+        );
     }
 }

@@ -33,8 +33,8 @@ pub mod token;
 
 pub use client::{create_token, redeem, unlink, MAX_TOKEN_TTL};
 pub use context::{
-    decode_exports, peer_record, LocalPeer, PeerInfoError, PeeringContext, PeeringState,
-    PeeringTiming,
+    decode_exports, link_conflict, peer_record, LocalPeer, PeerInfoError, PeeringContext,
+    PeeringState, PeeringTiming,
 };
 pub use loops::run_peer_loops;
 pub use service::{export_set_for, ExportSource, NoExports, PeeringService};
@@ -59,6 +59,10 @@ pub enum PeeringError {
     /// A token TTL out of range (400).
     #[error("token ttl {0:?} is out of range (1 s to {MAX_TOKEN_TTL:?})")]
     InvalidTtl(std::time::Duration),
+    /// The issuer's cluster name or trust domain is already linked under
+    /// another trust domain or name (409).
+    #[error("link conflict: {0}")]
+    Conflict(String),
     /// The token was already redeemed (409).
     #[error("peering token already used")]
     Reused,
@@ -101,7 +105,7 @@ pub enum PeeringError {
 impl PeeringError {
     /// The HTTP status the admin API answers for this error: 400 malformed
     /// token or input, 403 refused by the issuer, 404 unknown peer, 409
-    /// token reused, 410 token expired, 502 issuer unreachable or invalid,
+    /// token reused or link conflict, 410 token expired, 502 issuer unreachable or invalid,
     /// 503 no Raft leader, 500 internal.
     pub fn http_status(&self) -> u16 {
         match self {
@@ -111,7 +115,7 @@ impl PeeringError {
             | PeeringError::InvalidTtl(_) => 400,
             PeeringError::IssuerRefused(_) => 403,
             PeeringError::UnknownPeer(_) => 404,
-            PeeringError::Reused => 409,
+            PeeringError::Reused | PeeringError::Conflict(_) => 409,
             PeeringError::Expired { .. } => 410,
             PeeringError::IssuerUnreachable { .. } | PeeringError::BadIssuerAnswer(_) => 502,
             PeeringError::Store(_) => 503,

@@ -9,7 +9,7 @@
 //! | Redeem | secret mismatch | `PERMISSION_DENIED` |
 //! | Redeem | token already used | `ALREADY_EXISTS` |
 //! | Redeem | token expired (issuer's clock) | `FAILED_PRECONDITION` "peering token expired" |
-//! | Redeem | redeemer info invalid, or it is us | `INVALID_ARGUMENT` |
+//! | Redeem | redeemer info invalid, it is us, or its name or trust domain is linked under another trust domain or name | `INVALID_ARGUMENT` |
 //! | WatchExports, Unlink | no client SVID | `UNAUTHENTICATED` |
 //! | WatchExports, Unlink | SVID is no linked peer's controller | `PERMISSION_DENIED` |
 //! | any | store cannot commit | `UNAVAILABLE` |
@@ -29,7 +29,7 @@ use tonic::{Request, Status};
 use super::context::PeeringState;
 use super::state::{BAD_SECRET, TOKEN_EXPIRED, TOKEN_USED, UNKNOWN_TOKEN};
 use super::token::secret_sha256;
-use super::{error_chain, peer_record, PeeringContext};
+use super::{error_chain, link_conflict, peer_record, PeeringContext};
 use crate::catalog::{Catalog, Command, PeerRecord, Response};
 use crate::grpc::PeerIdentity;
 
@@ -142,6 +142,10 @@ impl<S: PeeringState> Peering for PeeringService<S> {
                 "redeemer is this cluster ({}); a cluster cannot link with itself",
                 record.cluster
             )));
+        }
+        if let Some(conflict) = link_conflict(&ctx.store.watch().borrow().catalog().peers, &record)
+        {
+            return Err(Status::invalid_argument(conflict));
         }
         let answer = ctx
             .store

@@ -4,8 +4,8 @@
 //! What this module owns:
 //! - the peering token ([`token`]): single use, expiring, carrying the
 //!   issuer's [`PeerInfo`](mesh_api::peering::PeerInfo) and bundle so the
-//!   redeemer can authenticate the
-//!   issuer's controller without any prior trust;
+//!   redeemer can authenticate the issuer's controller without any prior
+//!   trust;
 //! - the operator actions the admin API calls: [`create_token`],
 //!   [`redeem`], [`unlink`] (errors carry their HTTP status:
 //!   [`PeeringError::http_status`]);

@@ -31,48 +31,49 @@ async fn envoy_routes_http(api_type: &str) {
     let python = python();
     let dir = tempfile::tempdir().unwrap();
 
-    // The upstream: python's http.server serving one file.
-    let token = format!("isthmus-xds-{api_type}-{}", std::process::id());
-    let docroot = dir.path().join("www");
-    std::fs::create_dir(&docroot).unwrap();
-    std::fs::write(docroot.join("hello.txt"), &token).unwrap();
-    let http_port = free_port();
-    let _http = Proc::spawn(
-        "python http.server",
-        Command::new(&python)
-            .args([
-                "-m",
-                "http.server",
-                &http_port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--directory",
-            ])
-            .arg(&docroot)
-            .stderr(Stdio::null()),
-    );
+    // Two upstreams: python http.servers serving one file each, with
+    // different contents.
+    let serve = |tag: &str| {
+        let token = format!("isthmus-xds-{api_type}-{tag}-{}", std::process::id());
+        let docroot = dir.path().join(tag);
+        std::fs::create_dir(&docroot).unwrap();
+        std::fs::write(docroot.join("hello.txt"), &token).unwrap();
+        let port = free_port();
+        let proc = Proc::spawn(
+            "python http.server",
+            Command::new(&python)
+                .args([
+                    "-m",
+                    "http.server",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--directory",
+                ])
+                .arg(&docroot)
+                .stderr(Stdio::null()),
+        );
+        (token, SocketAddr::from(([127, 0, 0, 1], port)), proc)
+    };
+    let (token_a, upstream_a, _http_a) = serve("a");
+    let (token_b, upstream_b, _http_b) = serve("b");
 
-    // The model: default/web:8080 with one healthy local endpoint, and a
-    // second (unhealthy) priority that must not take traffic.
-    let upstream: SocketAddr = ([127, 0, 0, 1], http_port).into();
-    let m = model(
-        1,
-        vec![service(
+    // The model: default/web:8080 with a healthy endpoint in priority 0
+    // (server a) and an unhealthy one in priority 1 (server b).
+    let web = |a_healthy: bool, b_healthy: bool| {
+        service(
             "default",
             "web",
             8080,
             AppProtocol::Http,
             vec![
-                local_locality("cluster-a", 0, vec![endpoint(upstream, true)]),
-                local_locality(
-                    "cluster-b",
-                    1,
-                    vec![endpoint(([127, 0, 0, 1], 9).into(), false)],
-                ),
+                local_locality("cluster-a", 0, vec![endpoint(upstream_a, a_healthy)]),
+                local_locality("cluster-b", 1, vec![endpoint(upstream_b, b_healthy)]),
             ],
-        )],
-    );
-    let (ads, _publish) = start_server(m).await;
+        )
+    };
+    let m = model(1, vec![web(true, false)]);
+    let (ads, publish) = start_server(m).await;
 
     let listen_port = free_port();
     let bootstrap = serde_json::json!({
@@ -127,25 +128,36 @@ async fn envoy_routes_http(api_type: &str) {
                 "--log-level",
                 "info",
             ])
-            .arg("--log-path")
-            .arg(&log)
+            .stderr(std::fs::File::create(&log).unwrap())
             .arg("--base-id")
             .arg(listen_port.to_string()),
     );
 
     let url_host = "web.default.svc.clusterset.local:8080";
     let listen: SocketAddr = ([127, 0, 0, 1], listen_port).into();
-    let body = eventually("Envoy to route GET /hello.txt to the http.server", || {
-        envoy.assert_running();
-        let r = http_get(listen, url_host, "/hello.txt");
-        async move { r }
-    })
+    fetch_until(
+        listen,
+        url_host,
+        &token_a,
+        "Envoy to route GET /hello.txt to priority 0 (server a)",
+    )
     .await;
-    assert!(
-        body.contains(&token),
-        "Envoy answered, but not with the upstream's file: {body}\n--- envoy log ---\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    envoy.assert_running();
+
+    // Priority 0 goes unhealthy, priority 1 healthy: the pushed change
+    // moves traffic to server b.
+    publish
+        .send(std::sync::Arc::new(model(2, vec![web(false, true)])))
+        .unwrap();
+    fetch_until(
+        listen,
+        url_host,
+        &token_b,
+        "Envoy to follow the pushed EDS change to priority 1 (server b)",
+    )
+    .await;
+    envoy.assert_running();
+
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     let rejected: Vec<&str> = log_text
         .lines()
@@ -179,4 +191,19 @@ fn http_get(addr: SocketAddr, host: &str, path: &str) -> Result<String, String> 
             out.lines().next().unwrap_or("<empty>")
         ))
     }
+}
+
+/// Polls GET /hello.txt through Envoy until the body holds `want`.
+async fn fetch_until(listen: SocketAddr, host: &str, want: &str, what: &str) {
+    eventually(what, || {
+        let r = http_get(listen, host, "/hello.txt").and_then(|body| {
+            if body.contains(want) {
+                Ok(())
+            } else {
+                Err(format!("answered by the other upstream: {body}"))
+            }
+        });
+        async move { r }
+    })
+    .await
 }

@@ -159,3 +159,6 @@ pub struct ExportModel {
     /// Local endpoints with locality.
     pub endpoints: Vec<(EndpointModel, String, String)>,
 }
+
+#[cfg(test)]
+mod tests;

@@ -382,3 +382,28 @@ async fn delta_subscribe_unsubscribe_and_removal() {
         ]
     );
 }
+
+#[tokio::test]
+async fn tls_mode_refuses_callers_without_an_identity() {
+    let (_tx, rx) = tokio::sync::watch::channel(Arc::new(two_services(8081)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let svc = mesh_controller::xds::XdsServer::new(rx)
+        .require_trust_domain("cluster-a.mesh")
+        .into_service();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let (_reqs, rx) = mpsc::channel::<DiscoveryRequest>(1);
+    let err = client
+        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+    assert!(err.message().contains("cluster-a.mesh"), "{err}");
+}

@@ -142,7 +142,7 @@ impl Sotw {
 
 #[tokio::test]
 async fn sotw_initial_push_ack_nack_and_model_change() {
-    let (addr, publish) = start_server(two_services(8081)).await;
+    let (addr, publish, server) = start(two_services(8081)).await;
     let mut c = Sotw::connect(addr).await;
 
     // Initial CDS wildcard: both service clusters.
@@ -201,6 +201,11 @@ async fn sotw_initial_push_ack_nack_and_model_change() {
     assert_eq!(
         lds.type_url, LISTENER_TYPE,
         "a NACK must not make the server re-push the same EDS"
+    );
+    let stats = server.stats();
+    assert_eq!(
+        (stats.streams_active, stats.nacks, stats.responses),
+        (1, 1, 3)
     );
     let l = Listener::decode(lds.resources[0].value.as_slice()).unwrap();
     assert!(l.api_listener.is_some());

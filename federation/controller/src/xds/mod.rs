@@ -38,7 +38,7 @@ mod server;
 pub mod sotw;
 
 pub use resources::{Resource, Snapshot};
-pub use server::XdsServer;
+pub use server::{XdsServer, XdsStats};
 
 use std::net::SocketAddr;
 

@@ -2,6 +2,7 @@
 //! changes into [`SotwStream`] / [`DeltaStream`] and sends what they return.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
@@ -34,6 +35,46 @@ const STREAM_BUFFER: usize = 16;
 pub struct XdsServer {
     model: watch::Receiver<Arc<Model>>,
     required_trust_domain: Option<String>,
+    stats: Arc<Counters>,
+}
+
+/// Counters of an [`XdsServer`] (all its clones), for the controller's
+/// metrics. Plain numbers; the application registers them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XdsStats {
+    /// Streams open now (SotW and delta).
+    pub streams_active: u64,
+    /// Streams opened since start.
+    pub streams_total: u64,
+    /// Responses sent.
+    pub responses: u64,
+    /// NACKs received.
+    pub nacks: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    streams_active: AtomicU64,
+    streams_total: AtomicU64,
+    responses: AtomicU64,
+    nacks: AtomicU64,
+}
+
+/// Counts a stream as active while alive.
+struct StreamGuard(Arc<Counters>);
+
+impl StreamGuard {
+    fn new(c: &Arc<Counters>) -> StreamGuard {
+        c.streams_active.fetch_add(1, Ordering::Relaxed);
+        c.streams_total.fetch_add(1, Ordering::Relaxed);
+        StreamGuard(c.clone())
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.streams_active.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl XdsServer {
@@ -43,6 +84,7 @@ impl XdsServer {
         XdsServer {
             model,
             required_trust_domain: None,
+            stats: Arc::default(),
         }
     }
 
@@ -57,6 +99,17 @@ impl XdsServer {
     /// The tonic service to add to a `tonic::transport::Server`.
     pub fn into_service(self) -> AggregatedDiscoveryServiceServer<XdsServer> {
         AggregatedDiscoveryServiceServer::new(self)
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> XdsStats {
+        let c = &self.stats;
+        XdsStats {
+            streams_active: c.streams_active.load(Ordering::Relaxed),
+            streams_total: c.streams_total.load(Ordering::Relaxed),
+            responses: c.responses.load(Ordering::Relaxed),
+            nacks: c.nacks.load(Ordering::Relaxed),
+        }
     }
 
     fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
@@ -97,6 +150,7 @@ impl AggregatedDiscoveryService for XdsServer {
                 self.model.clone(),
                 tx,
                 Sotw::default(),
+                StreamGuard::new(&self.stats),
             )
             .instrument(span),
         );
@@ -117,6 +171,7 @@ impl AggregatedDiscoveryService for XdsServer {
                 self.model.clone(),
                 tx,
                 Delta::default(),
+                StreamGuard::new(&self.stats),
             )
             .instrument(span),
         );
@@ -195,6 +250,7 @@ async fn drive<F: Flavour>(
     mut model: watch::Receiver<Arc<Model>>,
     tx: mpsc::Sender<Result<F::Resp, Status>>,
     mut flavour: F,
+    guard: StreamGuard,
 ) where
     Streaming<F::Req>: Send,
     F::Req: prost::Message + Default,
@@ -232,12 +288,16 @@ async fn drive<F: Flavour>(
                 let (kind, resp) = flavour.handle_request(&req, &snap);
                 let (type_url, names) = F::describe(&req);
                 match &kind {
-                    RequestKind::Nack { version, message } => tracing::warn!(type_url, version, message, "NACK: client keeps its previous config"),
+                    RequestKind::Nack { version, message } => {
+                        guard.0.nacks.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(type_url, version, message, "NACK: client keeps its previous config");
+                    }
                     RequestKind::Unsupported => tracing::debug!(type_url, "request for a type this server does not serve; ignored"),
                     RequestKind::Stale => tracing::debug!(type_url, "request with a stale nonce"),
                     other => tracing::debug!(type_url, names, kind = ?other, "request"),
                 }
                 if let Some(resp) = resp {
+                    guard.0.responses.fetch_add(1, Ordering::Relaxed);
                     if tx.send(Ok(resp)).await.is_err() {
                         return;
                     }
@@ -256,6 +316,7 @@ async fn drive<F: Flavour>(
                 let resps = flavour.handle_snapshot(&snap);
                 tracing::debug!(model_version = m.version, pushes = resps.len(), "model changed");
                 for resp in resps {
+                    guard.0.responses.fetch_add(1, Ordering::Relaxed);
                     if tx.send(Ok(resp)).await.is_err() {
                         return;
                     }

@@ -21,10 +21,17 @@ const RUN_TEST_COMMAND: &str = "run `bash scripts/test.sh` once (it creates .ven
 /// Starts the ADS server on 127.0.0.1:0; returns its address and the model
 /// publisher.
 pub async fn start_server(model: Model) -> (SocketAddr, watch::Sender<Arc<Model>>) {
+    let (addr, tx, _server) = start(model).await;
+    (addr, tx)
+}
+
+/// [`start_server`], also returning a clone of the server (for its stats).
+pub async fn start(model: Model) -> (SocketAddr, watch::Sender<Arc<Model>>, XdsServer) {
     let (tx, rx) = watch::channel(Arc::new(model));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let svc = XdsServer::new(rx).into_service();
+    let server = XdsServer::new(rx);
+    let svc = server.clone().into_service();
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(svc)
@@ -32,7 +39,7 @@ pub async fn start_server(model: Model) -> (SocketAddr, watch::Sender<Arc<Model>
             .await
             .unwrap();
     });
-    (addr, tx)
+    (addr, tx, server)
 }
 
 /// A local endpoint.

@@ -58,10 +58,7 @@ impl DeltaStream {
             st.wildcard = wildcard_type && req.resource_names_subscribe.is_empty();
             RequestKind::Initial
         } else if req.response_nonce.is_empty() {
-            // A subscription change, not an answer.
-            RequestKind::Ack {
-                version: String::new(),
-            }
+            RequestKind::Subscription
         } else if req.response_nonce != st.sent_nonce {
             // Delta ACK/NACK of an older response: still apply any
             // subscription change it carries.

@@ -51,7 +51,11 @@ pub enum RequestKind {
         /// `error_detail.message`.
         message: String,
     },
-    /// A request carrying a nonce other than the latest: ignored.
+    /// A delta request without a nonce after the first: a subscription
+    /// change only.
+    Subscription,
+    /// A request carrying a nonce other than the latest: ignored (SotW) or
+    /// only its subscription change applied (delta).
     Stale,
     /// A type this server does not serve: ignored.
     Unsupported,

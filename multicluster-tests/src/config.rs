@@ -11,14 +11,17 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-/// The `identity` section shared by every component (dev/test form: issue our
-/// own SVID from the cluster CA).
+/// The `identity` section shared by every component: the dev/test form
+/// issues our own SVID from the cluster CA (`ca`); with a `control_plane`
+/// section `ca` is left out, the SVID comes from the controller and
+/// `bundles` is only the bootstrap trust for the first handshake.
 #[derive(Debug, Clone, Serialize)]
 pub struct Identity {
     /// This component's SPIFFE ID.
     pub spiffe_id: String,
-    /// The cluster CA the component issues its SVID from.
-    pub ca: PemFiles,
+    /// The cluster CA the component issues its SVID from (static mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PemFiles>,
     /// The SPIFFE bundle map file: our trust domain and every linked one.
     pub bundles: PathBuf,
 }
@@ -60,6 +63,55 @@ pub struct GatewayConfig {
     /// Reconnect backoff toward peers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reconnect: Option<Reconnect>,
+    /// The controller: the SVID, `peers` and `exports` come from it (then
+    /// `peers` and `exports` are empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<ControlPlaneRef>,
+}
+
+/// The `control_plane` section of both binaries (the sidecar's may carry
+/// `register`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ControlPlaneRef {
+    /// `host:port` of the controller's gRPC (TLS) listener.
+    pub address: String,
+    /// The controller's SPIFFE ID (the binaries' default:
+    /// `spiffe://<td>/ns/isthmus-system/sa/controller`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<String>,
+    /// The join token file (relative to the config file).
+    pub join_token_file: PathBuf,
+    /// Leased workload registration (sidecars only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub register: Option<Register>,
+    /// First reconnect delay toward the controller, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial_backoff_ms: Option<u64>,
+    /// Largest reconnect delay toward the controller, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_backoff_ms: Option<u64>,
+}
+
+/// `control_plane.register`: the workload the sidecar registers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Register {
+    /// Workload name, unique in its namespace.
+    pub name: String,
+    /// The service it backs (a name in the SVID's namespace).
+    pub service: String,
+    /// The ports it serves.
+    pub ports: Vec<RegisterPort>,
+}
+
+/// `control_plane.register.ports[i]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegisterPort {
+    /// The service port callers name.
+    pub port: u16,
+    /// The inbound listener's port on the workload's address.
+    pub target_port: u16,
+    /// `http`, `grpc` or `tcp`.
+    pub protocol: Protocol,
 }
 
 /// A linked cluster in a gateway config.
@@ -173,6 +225,10 @@ pub struct SidecarConfig {
     /// Header size limit, bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_header_bytes: Option<u64>,
+    /// The controller: the SVID and the catalog (then `services` is empty)
+    /// come from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<ControlPlaneRef>,
 }
 
 /// The sidecar's `gateway` section.

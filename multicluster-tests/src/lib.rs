@@ -22,6 +22,7 @@
 pub mod bench;
 pub mod bins;
 pub mod config;
+pub mod controlplane;
 pub mod mesh;
 pub mod net;
 pub mod pki;

@@ -1,4 +1,5 @@
-//! A started topology: the gateways and sidecars as running processes.
+//! A started topology: the gateways and sidecars as running processes (and,
+//! in dynamic mode, each cluster's controllers).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -9,9 +10,12 @@ use anyhow::{anyhow, ensure, Context, Result};
 
 use crate::bins::{binaries, Binaries};
 use crate::config::SidecarConfig;
+use crate::controlplane::{
+    link, service_export_yaml, wait_import, AdminClient, ControlPlane, ControllerGateway,
+};
 use crate::pki::{write_bundle_map, ClusterPki};
 use crate::process::{Process, Spec};
-use crate::ready::{http_get, wait_http_ready, wait_until};
+use crate::ready::{http_get, patience, wait_http_ready, wait_until};
 use crate::topology::Topology;
 
 /// The admin readiness path of both binaries.
@@ -22,6 +26,7 @@ pub const READY_PATH: &str = "/readyz";
 pub struct Mesh {
     // Field order matters: processes die before the directory goes.
     processes: BTreeMap<String, Process>,
+    control_planes: BTreeMap<String, ControlPlane>,
     pki: BTreeMap<String, ClusterPki>,
     topology: Topology,
 }
@@ -33,6 +38,14 @@ impl Topology {
     /// until every gateway's connections to its linked peers are up (a
     /// refused TCP connect puts a peer in reconnect backoff, unlike a QUIC
     /// Initial that is retransmitted until the peer listens).
+    ///
+    /// In dynamic mode ([`Topology::use_control_plane`]) it first starts
+    /// each cluster's controllers, writes the bootstrap bundle (fetched
+    /// from the cluster's bundle endpoint) and a join token per component,
+    /// links the linked clusters and applies every export through the admin
+    /// API; after the components are ready it waits until the gateways
+    /// reach their peers, every import has arrived and every sidecar's
+    /// catalog has endpoints for the upstreams that are served somewhere.
     ///
     /// # Errors
     /// Missing binaries, a write failure, or a component that exits or is
@@ -56,9 +69,13 @@ impl Topology {
         }
         let mut mesh = Mesh {
             processes: BTreeMap::new(),
+            control_planes: BTreeMap::new(),
             pki,
             topology: self,
         };
+        if mesh.topology.is_dynamic() {
+            mesh.start_control_planes()?;
+        }
         let names: Vec<(String, Vec<String>)> = mesh
             .topology
             .clusters
@@ -77,7 +94,7 @@ impl Topology {
         for (cluster, _) in &names {
             mesh.wait_ready(cluster, "gateway")?;
         }
-        if mesh.topology.peers_over_tcp_tls() {
+        if mesh.topology.peers_over_tcp_tls() && !mesh.topology.is_dynamic() {
             for (cluster, _) in &names {
                 mesh.wait_peers_connected(cluster)?;
             }
@@ -95,8 +112,207 @@ impl Topology {
                 mesh.wait_ready(cluster, w)?;
             }
         }
+        if mesh.topology.is_dynamic() {
+            mesh.wait_dynamic_converged()?;
+        }
         Ok(mesh)
     }
+}
+
+impl Mesh {
+    /// Dynamic mode, before the components start: controllers, bootstrap
+    /// bundles, join tokens, links and exports.
+    fn start_control_planes(&mut self) -> Result<()> {
+        let options = self
+            .topology
+            .control_plane
+            .clone()
+            .ok_or_else(|| anyhow!("not in dynamic mode"))?;
+        let clusters: Vec<String> = self
+            .topology
+            .clusters
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        for name in &clusters {
+            let mut ips = Vec::new();
+            for _ in 0..options.nodes.max(1) {
+                ips.push(self.topology.host(name)?);
+            }
+            let c = self.topology.cluster(name)?;
+            let gateways = vec![ControllerGateway {
+                address: c.gateway_listen,
+                admin: c.gateway_admin,
+            }];
+            let td = c.trust_domain.clone();
+            let cp = ControlPlane::start(self.dir(), name, &td, &ips, gateways, &options)?;
+            let dir = self.dir().join(name);
+            write_bundle_map(&dir.join("bundles.json"), [cp.bundle()?])?;
+            let admin = cp.admin();
+            let token = admin.join_token("isthmus-system", "east-west-gateway", 3600)?;
+            std::fs::write(dir.join(Topology::token_file("gateway")), token)?;
+            for w in &c.workloads {
+                let token = admin.join_token(&w.spec.namespace, &w.spec.name, 3600)?;
+                std::fs::write(dir.join(Topology::token_file(&w.spec.name)), token)?;
+            }
+            self.topology.cluster_mut(name)?.controller_grpc = Some(cp.grpc_address());
+            self.control_planes.insert(name.clone(), cp);
+        }
+        for (i, a) in clusters.iter().enumerate() {
+            for b in self.topology.trusted_by(a) {
+                let both = self.topology.trusted_by(b).any(|x| x == a);
+                ensure!(
+                    both,
+                    "{a} trusts {b} one way only: a link through the controllers is always both ways"
+                );
+            }
+            for b in clusters.iter().skip(i + 1) {
+                if self.topology.trusted_by(a).any(|x| x == b) {
+                    link(&self.admin(a)?, &self.admin(b)?)
+                        .with_context(|| format!("linking {a} and {b}"))?;
+                }
+            }
+        }
+        for e in &self.topology.exports {
+            let (ns, name) = e
+                .service
+                .split_once('/')
+                .ok_or_else(|| anyhow!("service {:?} is not namespace/name", e.service))?;
+            self.admin(&e.cluster)?
+                .apply_yaml(&service_export_yaml(ns, name))
+                .with_context(|| format!("exporting {} in {}", e.service, e.cluster))?;
+        }
+        Ok(())
+    }
+
+    /// Dynamic mode, after the components are ready: gateways connected to
+    /// their peers, imports present, sidecar catalogs filled.
+    fn wait_dynamic_converged(&mut self) -> Result<()> {
+        let clusters: Vec<String> = self
+            .topology
+            .clusters
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        for c in &clusters {
+            self.wait_peers_connected(c)?;
+        }
+        let exports: Vec<(String, String)> = self
+            .topology
+            .exports
+            .iter()
+            .map(|e| (e.cluster.clone(), e.service.clone()))
+            .collect();
+        for (from, service) in &exports {
+            let (ns, name) = service.split_once('/').unwrap_or(("", service));
+            let importers: Vec<String> =
+                self.topology.trusted_by(from).map(str::to_owned).collect();
+            for to in importers {
+                wait_import(&self.admin(&to)?, ns, name, Some(from), patience())
+                    .with_context(|| format!("{service} exported by {from}"))?;
+            }
+        }
+        for c in &clusters {
+            let workloads: Vec<String> = self
+                .topology
+                .cluster(c)?
+                .workloads
+                .iter()
+                .map(|w| w.spec.name.clone())
+                .collect();
+            for w in workloads {
+                self.wait_catalog(c, &w)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Dynamic mode: waits until the sidecar's `/config_dump` lists
+    /// endpoints (local or remote) for each of its upstreams that some
+    /// workload serves in its cluster or exports to it from a linked one.
+    ///
+    /// # Errors
+    /// The sidecar exited or its catalog stayed empty for the patience.
+    pub fn wait_catalog(&mut self, cluster: &str, workload: &str) -> Result<()> {
+        let expected: Vec<String> = {
+            let t = &self.topology;
+            let w = t.workload_spec(cluster, workload)?;
+            w.outbound
+                .iter()
+                .map(|o| o.service.clone())
+                .filter(|s| {
+                    t.serves(cluster, s)
+                        || t.exports.iter().any(|e| {
+                            &e.service == s && t.trusted_by(cluster).any(|c| c == e.cluster)
+                        })
+                })
+                .collect()
+        };
+        if expected.is_empty() {
+            return Ok(());
+        }
+        let admin = self.topology.sidecar_admin(cluster, workload)?;
+        let p = self.process(cluster, workload)?;
+        wait_until(
+            p,
+            &format!("catalog of {cluster}/{workload} from xDS"),
+            || {
+                let (status, body) = http_get(admin, "/config_dump", Duration::from_secs(2))?;
+                ensure!(status == 200, "/config_dump answered {status}");
+                let dump: serde_json::Value = serde_json::from_str(&body)
+                    .with_context(|| format!("/config_dump is not JSON: {body}"))?;
+                for s in &expected {
+                    ensure!(
+                        catalog_has_endpoints(&dump, s),
+                        "no endpoints for {s} yet in {}",
+                        dump["services"]
+                    );
+                }
+                Ok(())
+            },
+        )
+    }
+
+    /// The control plane of `cluster` (dynamic mode).
+    ///
+    /// # Errors
+    /// Not in dynamic mode, or no such cluster.
+    pub fn control_plane(&mut self, cluster: &str) -> Result<&mut ControlPlane> {
+        self.control_planes
+            .get_mut(cluster)
+            .ok_or_else(|| anyhow!("no control plane for {cluster} (static mode?)"))
+    }
+
+    /// The admin API of `cluster`'s controller (node 1).
+    ///
+    /// # Errors
+    /// Not in dynamic mode, or no such cluster.
+    pub fn admin(&self, cluster: &str) -> Result<AdminClient> {
+        self.control_planes
+            .get(cluster)
+            .map(ControlPlane::admin)
+            .ok_or_else(|| anyhow!("no control plane for {cluster} (static mode?)"))
+    }
+}
+
+/// Whether a sidecar `/config_dump` lists local endpoints or remote
+/// clusters for `service` (`namespace/name`).
+pub fn catalog_has_endpoints(dump: &serde_json::Value, service: &str) -> bool {
+    let Some(services) = dump["services"].as_array() else {
+        return false;
+    };
+    services.iter().any(|s| {
+        let name = match &s["service"] {
+            serde_json::Value::String(n) => n.clone(),
+            v => format!(
+                "{}/{}",
+                v["namespace"].as_str().unwrap_or_default(),
+                v["name"].as_str().unwrap_or_default()
+            ),
+        };
+        let non_empty = |k: &str| s[k].as_array().is_some_and(|a| !a.is_empty());
+        name == service && (non_empty("endpoints") || non_empty("remote"))
+    })
 }
 
 impl Mesh {

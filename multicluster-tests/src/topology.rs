@@ -6,6 +6,12 @@
 //! Layout of the directory: `<cluster>/ca.pem`, `ca-key.pem`,
 //! `bundles.json`, `gateway.yaml`, `<workload>.yaml` and a `.log` per
 //! component; config files name their neighbours by relative path.
+//!
+//! Two config modes: static (the default: every file lists its `peers`,
+//! `exports` and `services`, identities issued from the harness's CAs) and
+//! dynamic ([`Topology::use_control_plane`]: a `mesh-controller` per cluster,
+//! components get a `control_plane` section and a join token
+//! (`<component>.token`), links and exports go through the admin API).
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -16,10 +22,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use tempfile::TempDir;
 
 use crate::config::{
-    AppProtocol, Endpoint, Export, GatewayConfig, GatewayRef, GatewayTimeouts, Identity, Inbound,
-    Outbound, Peer, PeerTransport, PemFiles, Protocol, Quic, Reconnect, Remote, Service,
-    SidecarConfig, SidecarTimeouts,
+    AppProtocol, ControlPlaneRef, Endpoint, Export, GatewayConfig, GatewayRef, GatewayTimeouts,
+    Identity, Inbound, Outbound, Peer, PeerTransport, PemFiles, Protocol, Quic, Reconnect,
+    Register, RegisterPort, Remote, Service, SidecarConfig, SidecarTimeouts,
 };
+use crate::controlplane::ControlPlaneOptions;
 use crate::net::{self, Block, Subnet};
 
 /// Timeouts and transport knobs written into every config.
@@ -180,12 +187,14 @@ pub(crate) struct Cluster {
     /// Written as `tcp_listen` only with [`PeerTransport::TcpTls`].
     pub(crate) gateway_tcp_listen: SocketAddr,
     pub(crate) workloads: Vec<Placed>,
+    /// Dynamic mode: the controller's gRPC address, set once it runs.
+    pub(crate) controller_grpc: Option<SocketAddr>,
 }
 
 #[derive(Debug)]
-struct ExportSpec {
-    cluster: String,
-    service: String,
+pub(crate) struct ExportSpec {
+    pub(crate) cluster: String,
+    pub(crate) service: String,
     to: Vec<String>,
 }
 
@@ -198,7 +207,9 @@ pub struct Topology {
     /// Directed trust: `(a, b)` means a's gateway peers with b and a's
     /// bundle map holds b's bundle.
     trusts: BTreeSet<(String, String)>,
-    exports: Vec<ExportSpec>,
+    pub(crate) exports: Vec<ExportSpec>,
+    /// Dynamic mode ([`Topology::use_control_plane`]).
+    pub(crate) control_plane: Option<ControlPlaneOptions>,
     /// Knobs written into every config.
     pub tuning: Tuning,
     /// When set, every gateway and sidecar process runs pinned to this CPU
@@ -230,6 +241,7 @@ impl Topology {
             clusters: Vec::new(),
             trusts: BTreeSet::new(),
             exports: Vec::new(),
+            control_plane: None,
             tuning: Tuning::fast(),
             cpus: None,
         })
@@ -257,6 +269,7 @@ impl Topology {
             gateway_tcp_listen: net::tcp_addr(gw, 15444)?,
             subnet,
             workloads: Vec::new(),
+            controller_grpc: None,
         });
         std::fs::create_dir_all(self.dir().join(name))?;
         Ok(())
@@ -313,6 +326,21 @@ impl Topology {
             service: service.to_owned(),
             to: to.iter().map(|s| (*s).to_owned()).collect(),
         });
+    }
+
+    /// Switches to dynamic config: [`Topology::start`] runs a controller
+    /// group per cluster (`options.nodes` nodes), links the linked clusters
+    /// and applies the exports through its admin API, and the gateways and
+    /// sidecars take their SVIDs, peers, exports and catalog from it
+    /// (sidecars serving a service register themselves with a lease).
+    /// Every link must be both ways, and a workload may serve one service.
+    pub fn use_control_plane(&mut self, options: ControlPlaneOptions) {
+        self.control_plane = Some(options);
+    }
+
+    /// Whether the configs come from controllers.
+    pub fn is_dynamic(&self) -> bool {
+        self.control_plane.is_some()
     }
 
     /// `spiffe://<cluster>.mesh/ns/<ns>/sa/<name>`.
@@ -413,6 +441,21 @@ impl Topology {
     pub fn gateway_config(&self, cluster: &str) -> Result<GatewayConfig> {
         let c = self.cluster(cluster)?;
         let tcp_tls = self.peers_over_tcp_tls();
+        if self.is_dynamic() {
+            return Ok(GatewayConfig {
+                cluster: c.name.clone(),
+                identity: dynamic_identity(Self::gateway_id(cluster)),
+                listen: c.gateway_listen,
+                admin: c.gateway_admin,
+                tcp_listen: tcp_tls.then_some(c.gateway_tcp_listen),
+                peers: Vec::new(),
+                exports: Vec::new(),
+                quic: self.tuning.gateway_quic.clone(),
+                timeouts: self.tuning.gateway_timeouts.clone(),
+                reconnect: self.tuning.reconnect.clone(),
+                control_plane: Some(self.control_plane_ref(cluster, "gateway", None)?),
+            });
+        }
         let peers = self
             .trusted_by(cluster)
             .map(|p| {
@@ -451,7 +494,75 @@ impl Topology {
             quic: self.tuning.gateway_quic.clone(),
             timeouts: self.tuning.gateway_timeouts.clone(),
             reconnect: self.tuning.reconnect.clone(),
+            control_plane: None,
         })
+    }
+
+    /// The token file of a component in dynamic mode (relative to the
+    /// cluster dir, where its config lives).
+    pub fn token_file(component: &str) -> String {
+        format!("{component}.token")
+    }
+
+    /// The `control_plane` section of a component of `cluster`.
+    fn control_plane_ref(
+        &self,
+        cluster: &str,
+        component: &str,
+        register: Option<Register>,
+    ) -> Result<ControlPlaneRef> {
+        let grpc = self
+            .cluster(cluster)?
+            .controller_grpc
+            .ok_or_else(|| anyhow!("{cluster}'s controller is not running yet"))?;
+        Ok(ControlPlaneRef {
+            address: grpc.to_string(),
+            spiffe_id: None,
+            join_token_file: Self::token_file(component).into(),
+            register,
+            initial_backoff_ms: Some(100),
+            max_backoff_ms: Some(1000),
+        })
+    }
+
+    /// Dynamic mode: the registration of a workload serving something (one
+    /// service, every port of it).
+    fn registration(w: &Placed) -> Result<Option<Register>> {
+        let Some(first) = w.spec.inbound.first() else {
+            return Ok(None);
+        };
+        let Some((ns, name)) = first.service.split_once('/') else {
+            bail!("service {:?} is not namespace/name", first.service);
+        };
+        if ns != w.spec.namespace {
+            bail!(
+                "{}/{} serves {} of another namespace: a registration is in the SVID's namespace",
+                w.spec.namespace,
+                w.spec.name,
+                first.service
+            );
+        }
+        let mut ports = Vec::new();
+        for (i, listen) in w.spec.inbound.iter().zip(&w.inbound_listen) {
+            if i.service != first.service {
+                bail!(
+                    "{} serves {} and {}: dynamic mode registers one service per workload",
+                    w.spec.name,
+                    first.service,
+                    i.service
+                );
+            }
+            ports.push(RegisterPort {
+                port: i.port,
+                target_port: listen.port(),
+                protocol: i.protocol,
+            });
+        }
+        Ok(Some(Register {
+            name: w.spec.name.clone(),
+            service: name.to_owned(),
+            ports,
+        }))
     }
 
     /// The sidecar config of `workload` in `cluster`, generated from the
@@ -491,7 +602,12 @@ impl Topology {
             })
             .collect();
         let mut services: Vec<Service> = Vec::new();
-        for o in &w.spec.outbound {
+        let control_plane = if self.is_dynamic() {
+            Some(self.control_plane_ref(cluster, workload, Self::registration(w)?)?)
+        } else {
+            None
+        };
+        for o in w.spec.outbound.iter().filter(|_| control_plane.is_none()) {
             if services.iter().any(|s| s.service == o.service) {
                 continue;
             }
@@ -513,7 +629,11 @@ impl Topology {
         }
         Ok(SidecarConfig {
             cluster: c.name.clone(),
-            identity: identity(Self::spiffe_id(cluster, &w.spec.namespace, &w.spec.name)),
+            identity: if control_plane.is_some() {
+                dynamic_identity(Self::spiffe_id(cluster, &w.spec.namespace, &w.spec.name))
+            } else {
+                identity(Self::spiffe_id(cluster, &w.spec.namespace, &w.spec.name))
+            },
             admin: w.admin,
             gateway: GatewayRef {
                 address: c.gateway_listen,
@@ -526,6 +646,7 @@ impl Topology {
             services,
             timeouts: self.tuning.sidecar_timeouts.clone(),
             max_header_bytes: self.tuning.max_header_bytes,
+            control_plane,
         })
     }
 
@@ -545,11 +666,24 @@ impl Topology {
             .ok_or_else(|| anyhow!("no cluster {name}"))
     }
 
-    fn cluster_mut(&mut self, name: &str) -> Result<&mut Cluster> {
+    pub(crate) fn cluster_mut(&mut self, name: &str) -> Result<&mut Cluster> {
         self.clusters
             .iter_mut()
             .find(|c| c.name == name)
             .ok_or_else(|| anyhow!("no cluster {name}"))
+    }
+
+    /// The spec of `cluster`'s workload `name`.
+    ///
+    /// # Errors
+    /// No such workload.
+    pub fn workload_spec(&self, cluster: &str, name: &str) -> Result<&Workload> {
+        Ok(&self.workload(cluster, name)?.spec)
+    }
+
+    /// Whether some workload of `cluster` serves `service`.
+    pub fn serves(&self, cluster: &str, service: &str) -> bool {
+        self.server_of(cluster, service).is_some()
     }
 
     fn workload(&self, cluster: &str, name: &str) -> Result<&Placed> {
@@ -613,10 +747,21 @@ impl Topology {
 fn identity(spiffe_id: String) -> Identity {
     Identity {
         spiffe_id,
-        ca: PemFiles {
+        ca: Some(PemFiles {
             cert: "ca.pem".into(),
             key: "ca-key.pem".into(),
-        },
+        }),
+        bundles: "bundles.json".into(),
+    }
+}
+
+/// The identity section with a controller: the SVID comes from it;
+/// `bundles.json` holds the bootstrap trust (the cluster's own bundle as
+/// fetched from its bundle endpoint).
+fn dynamic_identity(spiffe_id: String) -> Identity {
+    Identity {
+        spiffe_id,
+        ca: None,
         bundles: "bundles.json".into(),
     }
 }

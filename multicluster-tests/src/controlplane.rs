@@ -16,6 +16,8 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -529,6 +531,212 @@ pub fn service_export_yaml(namespace: &str, name: &str) -> String {
     format!(
         "apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\nmetadata:\n  name: {name}\n  namespace: {namespace}\n"
     )
+}
+
+/// The certificate chain (PEM blocks, leaf first) a TLS server at `addr`
+/// presents, read with `openssl s_client -showcerts` (the handshake may
+/// then fail for want of a client certificate: the server's chain has been
+/// sent by then in TLS 1.3).
+///
+/// # Errors
+/// openssl is missing or printed no certificate.
+pub fn presented_chain(addr: SocketAddr) -> Result<Vec<String>> {
+    let mut cmd = std::process::Command::new(openssl()?);
+    cmd.args(["s_client", "-showcerts", "-connect"])
+        .arg(addr.to_string());
+    let out = run(&mut cmd, Some(Vec::new()), Duration::from_secs(10))?;
+    let text = out.stdout_text();
+    let chain = pem_blocks(&text);
+    ensure!(
+        !chain.is_empty(),
+        "openssl s_client -connect {addr} printed no certificate: {}",
+        out.stderr
+    );
+    Ok(chain)
+}
+
+/// The PEM of each root of `bundle`.
+///
+/// # Errors
+/// openssl is missing or refused a certificate.
+pub fn bundle_roots_pem(bundle: &Bundle) -> Result<Vec<String>> {
+    bundle
+        .x509_authorities()
+        .iter()
+        .map(|der| {
+            let mut cmd = std::process::Command::new(openssl()?);
+            cmd.args(["x509", "-inform", "DER", "-outform", "PEM"]);
+            let out = run(&mut cmd, Some(der.to_vec()), Duration::from_secs(10))?;
+            ensure!(out.success(), "openssl x509 -inform DER: {}", out.stderr);
+            Ok(out.stdout_text())
+        })
+        .collect()
+}
+
+/// Whether `chain` (leaf first) verifies against exactly the roots `roots`
+/// (`openssl verify -partial_chain`, any purpose).
+///
+/// # Errors
+/// openssl is missing or the files cannot be written.
+pub fn chain_verifies(chain: &[String], roots: &[String], scratch: &Path) -> Result<bool> {
+    let (Some(leaf), rest) = (chain.first(), chain.get(1..).unwrap_or_default()) else {
+        bail!("empty chain");
+    };
+    std::fs::create_dir_all(scratch)?;
+    let (leaf_f, untrusted_f, roots_f) = (
+        scratch.join("leaf.pem"),
+        scratch.join("untrusted.pem"),
+        scratch.join("roots.pem"),
+    );
+    std::fs::write(&leaf_f, leaf)?;
+    std::fs::write(&roots_f, roots.concat())?;
+    let mut cmd = std::process::Command::new(openssl()?);
+    cmd.arg("verify").arg("-CAfile").arg(&roots_f);
+    if !rest.is_empty() {
+        std::fs::write(&untrusted_f, rest.concat())?;
+        cmd.arg("-untrusted").arg(&untrusted_f);
+    }
+    cmd.arg(&leaf_f);
+    let out = run(&mut cmd, None, Duration::from_secs(10))?;
+    Ok(out.success())
+}
+
+fn openssl() -> Result<PathBuf> {
+    for d in ["/usr/bin", "/usr/local/bin", "/bin"] {
+        let p = Path::new(d).join("openssl");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!("`openssl` not found: install the Debian package `openssl`")
+}
+
+fn pem_blocks(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur: Option<String> = None;
+    for line in text.lines() {
+        if line.starts_with("-----BEGIN CERTIFICATE-----") {
+            cur = Some(String::new());
+        }
+        if let Some(c) = cur.as_mut() {
+            c.push_str(line);
+            c.push('\n');
+        }
+        if line.starts_with("-----END CERTIFICATE-----") {
+            out.extend(cur.take());
+        }
+    }
+    out
+}
+
+/// Requests in a loop (curl, one per request, back to back) against `url`
+/// on a thread until [`Traffic::stop`], counting 200s with the expected
+/// body and everything else as failures.
+pub struct Traffic {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    handle: std::thread::JoinHandle<Vec<String>>,
+}
+
+/// What a [`Traffic`] loop saw.
+#[derive(Debug, Clone)]
+pub struct TrafficReport {
+    /// Requests answered 200 with the expected body.
+    pub ok: u64,
+    /// Every other outcome.
+    pub failed: u64,
+    /// The first few failures, described.
+    pub failures: Vec<String>,
+}
+
+impl Traffic {
+    /// Starts the loop.
+    pub fn start(url: String, expected_body: String) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let (s, o, f) = (stop.clone(), ok.clone(), failed.clone());
+        let handle = std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            while !s.load(Ordering::Relaxed) {
+                match crate::tools::curl(&[&url], Duration::from_secs(5)) {
+                    Ok(r) if r.status == 200 && r.body_text() == expected_body => {
+                        o.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(r) => {
+                        f.fetch_add(1, Ordering::Relaxed);
+                        if failures.len() < 10 {
+                            failures.push(format!(
+                                "status {} x-isthmus-error {:?} body {:?} curl: {}",
+                                r.status,
+                                r.header("x-isthmus-error"),
+                                r.body_text(),
+                                r.out.stderr.trim()
+                            ));
+                        }
+                    }
+                    Err(e) => {
+                        f.fetch_add(1, Ordering::Relaxed);
+                        if failures.len() < 10 {
+                            failures.push(format!("{e:#}"));
+                        }
+                    }
+                }
+            }
+            failures
+        });
+        Traffic {
+            stop,
+            ok,
+            failed,
+            handle,
+        }
+    }
+
+    /// (ok, failed) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Waits (bounded by the patience) until `n` more requests than now
+    /// have completed: a window of traffic measured in requests, not time.
+    ///
+    /// # Errors
+    /// Fewer within the patience.
+    pub fn wait_requests(&self, n: u64) -> Result<()> {
+        let (o, f) = self.counts();
+        let target = o + f + n;
+        eventually(&format!("{n} more requests"), patience(), || {
+            let (o, f) = self.counts();
+            ensure!(
+                o + f >= target,
+                "{} of {n}",
+                (o + f).saturating_sub(target - n)
+            );
+            Ok(())
+        })
+    }
+
+    /// Stops the loop and reports.
+    ///
+    /// # Errors
+    /// The loop thread panicked.
+    pub fn stop(self) -> Result<TrafficReport> {
+        self.stop.store(true, Ordering::Relaxed);
+        let failures = self
+            .handle
+            .join()
+            .map_err(|_| anyhow!("the traffic thread panicked"))?;
+        Ok(TrafficReport {
+            ok: self.ok.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            failures,
+        })
+    }
 }
 
 /// One admin API answer.

@@ -50,8 +50,8 @@ fn invalid_resources_are_refused_with_field_paths_and_nothing_is_stored() -> Res
             ),
             (
                 "unknown metadata field",
-                export("{name: web, namespace: default, uid: abc}", ""),
-                "metadata.uid",
+                export("{name: web, namespace: default, nmae: web}", ""),
+                "metadata.nmae",
             ),
             (
                 "bad name",

@@ -44,6 +44,7 @@ fn export_in_b_reaches_a_sidecar_and_unexport_withdraws_it() -> Result<()> {
         let mut mesh = t.start()?;
         let url = format!("http://{}/ok.txt", mesh.outbound(A, "frontend", WEB)?);
         let b_admin = mesh.admin(B)?;
+        let a_admin = mesh.admin(A)?;
 
         // Not exported yet: refused (so the successes below are the export).
         let r = curl(&[&url], Duration::from_secs(5))?;
@@ -76,7 +77,12 @@ fn export_in_b_reaches_a_sidecar_and_unexport_withdraws_it() -> Result<()> {
             let (gone, _) = poll_until(&url, deleted, |r| {
                 r.status == 503 && r.header("x-isthmus-error").is_some()
             })
-            .map_err(|e| e.context(format!("repetition {i}: unexport never withdrew it")))?;
+            .map_err(|e| {
+                let import = a_admin.get("serviceimports", "default", "web");
+                e.context(format!(
+                    "repetition {i}: unexport never withdrew it (A's ServiceImport default/web: {import:?})"
+                ))
+            })?;
             let r = curl(&[&url], Duration::from_secs(5))?;
             ensure!(
                 r.status == 503,

@@ -11,6 +11,11 @@
 //! B exports `default/web` and `default/db` to cluster-a, not
 //! `default/secret`. Every B inbound allows A's frontend
 //! (`spiffe://cluster-a.mesh/ns/default/sa/frontend`).
+//!
+//! With `ISTHMUS_TEST_CONFIG=dynamic` in the environment the same topology
+//! runs in dynamic mode ([`Topology::use_control_plane`]): a controller per
+//! cluster, linked and exported through its admin API, so the data-path
+//! tests built on it run against the configuration the controllers push.
 
 use std::net::SocketAddr;
 
@@ -19,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 
 use crate::config::Protocol;
+use crate::controlplane::ControlPlaneOptions;
 use crate::mesh::Mesh;
 use crate::net;
 use crate::servers::{Nginx, Postgres};
@@ -95,6 +101,9 @@ impl StandardBuilder {
         t.add_cluster(A)?;
         t.add_cluster(B)?;
         t.link(A, B);
+        if dynamic_from_env() {
+            t.use_control_plane(ControlPlaneOptions::default());
+        }
         let mut nginx = None;
         let mut postgres = None;
         let mut frontend = Workload::new("default", "frontend");
@@ -267,6 +276,12 @@ impl Standard {
             up,
         })
     }
+}
+
+/// Whether `ISTHMUS_TEST_CONFIG=dynamic` asks for dynamic mode (any other
+/// value, or none, is the static mode).
+pub fn dynamic_from_env() -> bool {
+    std::env::var("ISTHMUS_TEST_CONFIG").is_ok_and(|v| v == "dynamic")
 }
 
 /// A workload serving `service` on port 80 over HTTP from `app`, allowing

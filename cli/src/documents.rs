@@ -79,13 +79,26 @@ fn read_file(path: &Path) -> anyhow::Result<Source> {
 /// # Errors
 /// Malformed YAML or JSON, naming the source.
 pub(crate) fn values(source: &Source) -> anyhow::Result<Vec<Value>> {
+    Ok(numbered(source)?.into_iter().map(|(_, v)| v).collect())
+}
+
+/// Like [`values`], each with its 1-based document number in the source as
+/// `mesh-resources` counts them (empty YAML documents count).
+///
+/// # Errors
+/// Malformed YAML or JSON, naming the source.
+pub(crate) fn numbered(source: &Source) -> anyhow::Result<Vec<(usize, Value)>> {
     match source.text.trim_start().as_bytes().first() {
         Some(b'{' | b'[') => {
             let value: Value = serde_json::from_str(&source.text)
                 .map_err(|e| anyhow!("{}: invalid json: {e}", source.name))?;
             Ok(match value {
-                Value::Array(items) => items,
-                other => vec![other],
+                Value::Array(items) => items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| (i + 1, v))
+                    .collect(),
+                other => vec![(1, other)],
             })
         }
         _ => {
@@ -95,11 +108,27 @@ pub(crate) fn values(source: &Source) -> anyhow::Result<Vec<Value>> {
                     anyhow!("{}: document {}: invalid yaml: {e}", source.name, i + 1)
                 })?;
                 if !value.is_null() {
-                    out.push(value);
+                    out.push((i + 1, value));
                 }
             }
             Ok(out)
         }
+    }
+}
+
+/// Rewrites a server message about `document N` of the sent array into
+/// `<source>: document M`, using `origins[N-1] = (source name, M)`.
+pub(crate) fn locate(message: &str, origins: &[(String, usize)]) -> String {
+    let Some(rest) = message.strip_prefix("document ") else {
+        return message.to_owned();
+    };
+    let digits = rest.chars().take_while(char::is_ascii_digit).count();
+    let Some(n) = rest[..digits].parse::<usize>().ok() else {
+        return message.to_owned();
+    };
+    match n.checked_sub(1).and_then(|i| origins.get(i)) {
+        Some((name, m)) => format!("{name}: document {m}{}", &rest[digits..]),
+        None => message.to_owned(),
     }
 }
 
@@ -182,6 +211,25 @@ mod tests {
             "{p:?}"
         );
         assert!(p.iter().any(|m| m.contains("metadata.name")), "{p:?}");
+    }
+
+    #[test]
+    fn server_messages_point_back_to_files() {
+        let origins = vec![("a.yaml".to_owned(), 1), ("b.yaml".to_owned(), 3)];
+        assert_eq!(
+            locate(
+                "document 2 (Workload default/w): spec.address: Required value",
+                &origins
+            ),
+            "b.yaml: document 3 (Workload default/w): spec.address: Required value"
+        );
+        assert_eq!(locate("document 9: x", &origins), "document 9: x");
+        assert_eq!(locate("no raft leader", &origins), "no raft leader");
+        // Numbered as mesh-resources numbers them, empty documents included.
+        let s = source("---\n---\nkind: A\n");
+        let theirs = mesh_resources::parse(&s.text).unwrap_err().errors()[0].index();
+        assert_eq!(numbered(&s).unwrap()[0].0, theirs);
+        assert_eq!(theirs, 2);
     }
 
     #[test]

@@ -404,8 +404,7 @@ fn export_checks(status: &Status, out: &mut Vec<Check>) {
     for peer in &status.peers {
         for id in &peer.exports {
             let found = status.imports.iter().any(|i| {
-                format!("{}/{}", i.namespace, i.name) == *id
-                    && i.clusters.iter().any(|c| *c == peer.cluster)
+                format!("{}/{}", i.namespace, i.name) == *id && i.clusters.contains(&peer.cluster)
             });
             out.push(check(
                 "import",

@@ -308,7 +308,7 @@ fn invalid_input_is_refused_before_sending() {
     assert_eq!(run.code, 1, "{run:?}");
     assert_eq!(
         run.stderr,
-        "✘ POST /v1/apply: 422 Unprocessable Entity:\n  document 1: kind: Unsupported value: \"Gadget\"\n  document 2: kind: Unsupported value: \"Gizmo\"\n"
+        "✘ POST /v1/apply: 422 Unprocessable Entity:\n  <stdin>: document 1: kind: Unsupported value: \"Gadget\"\n  <stdin>: document 2: kind: Unsupported value: \"Gizmo\"\n"
     );
 
     let run = env.run(&["get", "pods"]);

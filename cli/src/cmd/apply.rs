@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::{usage, Target};
-use crate::api::ApplyResult;
-use crate::documents::{problems, read_sources, values};
+use crate::api::{ApiError, ApplyResult};
+use crate::documents::{locate, numbered, problems, read_sources};
 use crate::kinds;
 use crate::output::Console;
 
@@ -28,11 +28,15 @@ pub(crate) struct ApplyArgs {
 pub(super) async fn run(args: ApplyArgs, console: &mut Console) -> anyhow::Result<ExitCode> {
     let sources = read_sources(&args.files)?;
     let mut documents = Vec::new();
+    let mut origins = Vec::new();
     let mut invalid = Vec::new();
     for source in &sources {
         invalid.extend(problems(source));
         if invalid.is_empty() {
-            documents.extend(values(source)?);
+            for (index, value) in numbered(source)? {
+                documents.push(value);
+                origins.push((source.name.clone(), index));
+            }
         }
     }
     if !invalid.is_empty() {
@@ -63,7 +67,21 @@ pub(super) async fn run(args: ApplyArgs, console: &mut Console) -> anyhow::Resul
         return Ok(ExitCode::SUCCESS);
     }
     let client = args.target.client()?;
-    for result in client.apply(&documents).await? {
+    let results = client.apply(&documents).await.map_err(|e| match e {
+        ApiError::Http {
+            method,
+            path,
+            status,
+            messages,
+        } => ApiError::Http {
+            method,
+            path,
+            status,
+            messages: messages.iter().map(|m| locate(m, &origins)).collect(),
+        },
+        other => other,
+    })?;
+    for result in results {
         console.line(&result_line(&result));
     }
     Ok(ExitCode::SUCCESS)

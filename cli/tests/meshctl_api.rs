@@ -561,3 +561,57 @@ fn two_step_link_with_a_token_file() {
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(c.state.lock().unwrap().peers, vec!["cluster-b"]);
 }
+
+#[test]
+fn check_wait_retries_until_the_tunnel_is_up() {
+    let w = world();
+    let a = FakeAdmin::start("cluster-a", &w);
+    let b = FakeAdmin::start("cluster-b", &w);
+    let env = Env::new();
+    env.context("a", &a);
+    env.context("b", &b);
+    env.ok(&["link", "a", "b"]);
+    a.state
+        .lock()
+        .unwrap()
+        .disconnected
+        .push("cluster-b".into());
+
+    // Still down when the wait is over: the last round's failure, exit 1.
+    let run = env.run(&["check", "--context", "a", "--wait", "2s"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("✘ gateway 127.0.0.1:15443 → cluster-b: disconnected"),
+        "{run:?}"
+    );
+
+    // Comes up once meshctl has seen it down: the retry finds it, exit 0.
+    let state = a.state.clone();
+    let before = state.lock().unwrap().requests.len();
+    let fixer = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            let mut s = state.lock().unwrap();
+            if s.requests[before..].iter().any(|r| r == "GET /v1/status") {
+                s.disconnected.clear();
+                return true;
+            }
+            drop(s);
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        false
+    });
+    let run = env.run(&["check", "--context", "a", "--wait", "30s"]);
+    assert!(fixer.join().unwrap(), "meshctl never asked for the status");
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("✔ gateway 127.0.0.1:15443 → cluster-b: connected"),
+        "{run:?}"
+    );
+    assert!(
+        !run.stdout.contains('✘'),
+        "only the last round is printed: {run:?}"
+    );
+}

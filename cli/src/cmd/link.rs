@@ -109,7 +109,13 @@ pub(super) async fn unlink(args: UnlinkArgs, console: &mut Console) -> anyhow::R
         Some(second) => {
             let a = args.target.client_for(&args.first)?;
             let b = args.target.client_for(second)?;
-            let status = crate::status::Status::decode(b.status_value().await?)
+            let value = b.status_value().await.with_context(|| {
+                format!(
+                    "reading the cluster name of context {second} (if it is gone, run: meshctl unlink CLUSTER --context {})",
+                    args.first
+                )
+            })?;
+            let status = crate::status::Status::decode(value)
                 .with_context(|| format!("status of context {second}"))?;
             if status.cluster.is_empty() {
                 return Err(anyhow!(

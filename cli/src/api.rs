@@ -334,6 +334,19 @@ impl Client {
         self.call(Method::DELETE, &path, None).await.map(drop)
     }
 
+    /// `POST /v1/ca/rotate`: starts a root rotation; the new root's sequence.
+    ///
+    /// # Errors
+    /// [`ApiError`].
+    pub(crate) async fn rotate_ca(&self) -> Result<u64, ApiError> {
+        #[derive(Deserialize)]
+        struct Rotation {
+            sequence: u64,
+        }
+        let r: Rotation = self.json(Method::POST, "/v1/ca/rotate", None).await?;
+        Ok(r.sequence)
+    }
+
     async fn json<T: DeserializeOwned>(
         &self,
         method: Method,

@@ -18,6 +18,8 @@ pub(crate) struct Kind {
     pub(crate) aliases: &'static [&'static str],
     /// Whether `delete` is allowed (derived kinds are read-only).
     pub(crate) deletable: bool,
+    /// Listed across namespaces unless `-n` is given (peers are cluster-wide).
+    pub(crate) cluster_wide: bool,
 }
 
 /// Every kind, in the order `meshctl get --help` lists them.
@@ -28,6 +30,7 @@ pub(crate) const KINDS: &[Kind] = &[
         group: "multicluster.x-k8s.io",
         aliases: &["serviceexport", "svcex"],
         deletable: true,
+        cluster_wide: false,
     },
     Kind {
         plural: "serviceimports",
@@ -35,6 +38,7 @@ pub(crate) const KINDS: &[Kind] = &[
         group: "multicluster.x-k8s.io",
         aliases: &["serviceimport", "svcim"],
         deletable: false,
+        cluster_wide: false,
     },
     Kind {
         plural: "workloads",
@@ -42,6 +46,7 @@ pub(crate) const KINDS: &[Kind] = &[
         group: "isthmus.dev",
         aliases: &["workload", "wl"],
         deletable: true,
+        cluster_wide: false,
     },
     Kind {
         plural: "meshlinks",
@@ -49,6 +54,7 @@ pub(crate) const KINDS: &[Kind] = &[
         group: "isthmus.dev",
         aliases: &["meshlink", "links", "link", "ml"],
         deletable: false,
+        cluster_wide: true,
     },
     Kind {
         plural: "failoverpolicies",
@@ -56,6 +62,7 @@ pub(crate) const KINDS: &[Kind] = &[
         group: "isthmus.dev",
         aliases: &["failoverpolicy", "fp"],
         deletable: true,
+        cluster_wide: false,
     },
 ];
 

@@ -368,6 +368,13 @@ fn export_unexport_and_join_tokens() {
     let token: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(token["token"], "join.shop.web.3600");
     assert_eq!(token["expiresAt"], "2030-01-01T00:00:00Z");
+
+    let run = env.ok(&["ca", "rotate"]);
+    assert!(
+        run.stdout
+            .starts_with("✔ root rotation started on a: new root sequence 2"),
+        "{run:?}"
+    );
 }
 
 #[test]
@@ -432,6 +439,35 @@ fn link_check_and_unlink_two_clusters() {
     );
     assert_eq!(a.state.lock().unwrap().peers, vec!["cluster-b"]);
     assert_eq!(b.state.lock().unwrap().peers, vec!["cluster-a"]);
+
+    // The peers as MeshLinks: cluster-wide, whatever their namespace.
+    let run = env.ok(&["get", "links", "--context", "a"]);
+    assert!(
+        run.stdout
+            .starts_with("NAME        PEER        TRUST DOMAIN     GATEWAYS"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout
+            .contains("cluster-b   cluster-b   cluster-b.mesh   127.0.0.1:2"),
+        "{run:?}"
+    );
+    let run = env.ok(&[
+        "get",
+        "meshlink",
+        "cluster-b",
+        "--context",
+        "a",
+        "-o",
+        "json",
+    ]);
+    let link: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(link["spec"]["peerCluster"], "cluster-b");
+    assert_eq!(
+        env.run(&["get", "links", "cluster-z", "--context", "a"])
+            .code,
+        1
+    );
 
     // B exports a service; A's status shows the import; all checks pass.
     env.ok(&["export", "api", "--context", "b"]);

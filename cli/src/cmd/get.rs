@@ -19,9 +19,9 @@ pub(crate) struct GetArgs {
     /// One resource by name (all when omitted).
     #[arg(conflicts_with = "all_namespaces")]
     pub(crate) name: Option<String>,
-    /// The namespace.
-    #[arg(short, long, default_value = mesh_resources::DEFAULT_NAMESPACE, conflicts_with = "all_namespaces")]
-    pub(crate) namespace: String,
+    /// The namespace [default: default; meshlinks: all].
+    #[arg(short, long, conflicts_with = "all_namespaces")]
+    pub(crate) namespace: Option<String>,
     /// Every namespace.
     #[arg(short = 'A', long)]
     pub(crate) all_namespaces: bool,
@@ -36,15 +36,32 @@ pub(crate) struct GetArgs {
 pub(super) async fn run(args: GetArgs, console: &mut Console) -> anyhow::Result<ExitCode> {
     let kind = resolve(&args.kind)?;
     let client = args.target.client()?;
+    let every_namespace = args.all_namespaces || (kind.cluster_wide && args.namespace.is_none());
+    let namespace = args
+        .namespace
+        .as_deref()
+        .unwrap_or(mesh_resources::DEFAULT_NAMESPACE);
     if let Some(name) = &args.name {
-        let item = client.get(kind.plural, &args.namespace, name).await?;
+        let item = if every_namespace {
+            // A cluster-wide view: find the name in any namespace.
+            let items = client.list(kind.plural, None).await?;
+            match items
+                .into_iter()
+                .find(|i| text(i, "/metadata/name") == *name)
+            {
+                Some(item) => item,
+                None => return Err(anyhow::anyhow!("{} {name} not found", kind.plural)),
+            }
+        } else {
+            client.get(kind.plural, namespace, name).await?
+        };
         match render(args.output, &item) {
             Some(text) => console.print(&text),
             None => console.print(&list_table(kind, &[item], false, unix_now())),
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let namespace = (!args.all_namespaces).then_some(args.namespace.as_str());
+    let namespace = (!every_namespace).then_some(namespace);
     let mut items = client.list(kind.plural, namespace).await?;
     items.sort_by_key(|i| (text(i, "/metadata/namespace"), text(i, "/metadata/name")));
     let list = json!({"apiVersion": "v1", "kind": "List", "items": items});

@@ -5,6 +5,7 @@
 //! unknown kind, invalid input caught before sending).
 
 mod apply;
+mod ca;
 mod check;
 mod component;
 mod config;
@@ -58,6 +59,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The cluster's CA.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
     /// Link two clusters as peers (both contexts, or in two steps).
     Link(link::LinkArgs),
     /// Remove a link on both sides.
@@ -89,6 +95,14 @@ enum DevCommand {
     /// cluster-b on 127.0.2.x) with gateways, sidecars and demo workloads;
     /// Ctrl-C tears everything down.
     Up(dev_up::DevUpArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCommand {
+    /// Start a root rotation: the new root is published in the bundle first,
+    /// SVIDs switch after the peers' refresh window, the old root is dropped
+    /// after the SVID TTL. No other operator step.
+    Rotate(ca::RotateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +157,9 @@ fn run_api(command: Command, console: &mut Console) -> anyhow::Result<ExitCode> 
         Command::Token {
             command: TokenCommand::Create(args),
         } => runtime.block_on(token::create(args, console)),
+        Command::Ca {
+            command: CaCommand::Rotate(args),
+        } => runtime.block_on(ca::rotate(args, console)),
         Command::Link(args) => runtime.block_on(link::link(args, console)),
         Command::Unlink(args) => runtime.block_on(link::unlink(args, console)),
         Command::Status(args) => runtime.block_on(status::run(args, console)),
@@ -349,7 +366,7 @@ mod tests {
         };
         assert_eq!(args.kind, "svcex");
         assert_eq!(args.name.as_deref(), Some("web"));
-        assert_eq!(args.namespace, "shop");
+        assert_eq!(args.namespace.as_deref(), Some("shop"));
         assert_eq!(args.output, crate::output::Format::Yaml);
         assert!(!args.all_namespaces);
 

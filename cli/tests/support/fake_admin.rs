@@ -167,6 +167,19 @@ impl Shared {
             (&Method::GET, ["healthz"]) => reply(StatusCode::OK, json!("ok")),
             (&Method::GET, ["v1", "status"]) => reply(StatusCode::OK, self.status()),
             (&Method::POST, ["v1", "apply"]) => self.apply(body),
+            (&Method::GET, ["v1", "resources", "meshlinks"]) => {
+                let state = self.state.lock().unwrap();
+                let items: Vec<Value> = state.peers.iter().map(|p| json!({
+                    "apiVersion": "isthmus.dev/v1alpha1", "kind": "MeshLink",
+                    "metadata": {"name": p, "namespace": "isthmus-system", "creationTimestamp": "2026-01-01T00:00:00Z"},
+                    "spec": {"peerCluster": p, "trustDomain": format!("{p}.mesh"),
+                             "bundleEndpoint": "https://127.0.0.1:1/", "gatewayAddresses": ["127.0.0.1:2"]},
+                })).collect();
+                reply(StatusCode::OK, json!({ "items": items }))
+            }
+            (&Method::POST, ["v1", "ca", "rotate"]) => {
+                reply(StatusCode::ACCEPTED, json!({"sequence": 2}))
+            }
             (&Method::GET, ["v1", "resources", plural]) => {
                 let namespace = query.strip_prefix("namespace=");
                 let state = self.state.lock().unwrap();

@@ -531,7 +531,7 @@ fn link_check_and_unlink_two_clusters() {
     let run = env.ok(&["status", "--context", "a", "-o", "json"]);
     let status: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(status["peers"][0]["cluster"], "cluster-b");
-    let run = env.ok(&["status", "--context", "b", "-o", "yaml"]);
+    let run = env.ok(&["--context", "b", "status", "-o", "yaml"]);
     assert!(run.stdout.contains("cluster: cluster-b\n"), "{run:?}");
 
     let run = env.ok(&["unlink", "a", "b"]);

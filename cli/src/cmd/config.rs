@@ -19,7 +19,7 @@ pub(crate) struct ConfigArgs {
     /// $XDG_CONFIG_HOME/isthmus/meshctl.yaml, else
     /// ~/.config/isthmus/meshctl.yaml].
     #[arg(long, value_name = "FILE", global = true)]
-    config: Option<PathBuf>,
+    pub(super) config: Option<PathBuf>,
     #[command(subcommand)]
     command: ConfigCommand,
 }

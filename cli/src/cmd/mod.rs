@@ -34,6 +34,10 @@ use crate::output::Console;
 #[derive(Debug, Parser)]
 #[command(name = "meshctl", version, propagate_version = true)]
 struct Cli {
+    /// `--config` and `--context` before the subcommand (kubectl-style);
+    /// the subcommand's own flags win.
+    #[command(flatten)]
+    target: Target,
     #[command(subcommand)]
     command: Command,
 }
@@ -125,7 +129,10 @@ where
     let mut console = Console::stdout();
     match cli.command {
         Command::Version => version::run(&mut console),
-        Command::Config(args) => {
+        Command::Config(mut args) => {
+            if args.config.is_none() {
+                args.config = cli.target.config;
+            }
             let result = config::run(args, &mut console);
             report(&mut console, result)
         }
@@ -136,34 +143,67 @@ where
         Command::Sidecar(args) => component::run_sidecar(args),
         Command::DemoApp(args) => demo_app::run(args),
         api_command => {
-            let result = run_api(api_command, &mut console);
+            let result = run_api(api_command, &cli.target, &mut console);
             report(&mut console, result)
         }
     }
 }
 
 /// Runs a command that talks to controllers, on a current-thread runtime.
-fn run_api(command: Command, console: &mut Console) -> anyhow::Result<ExitCode> {
+fn run_api(command: Command, top: &Target, console: &mut Console) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the runtime: {e}"))?;
     match command {
-        Command::Apply(args) => runtime.block_on(apply::run(args, console)),
-        Command::Delete(args) => runtime.block_on(delete::run(args, console)),
-        Command::Get(args) => runtime.block_on(get::run(args, console)),
-        Command::Export(args) => runtime.block_on(export::export(args, console)),
-        Command::Unexport(args) => runtime.block_on(export::unexport(args, console)),
+        Command::Apply(mut args) => {
+            args.target.inherit(top);
+            runtime.block_on(apply::run(args, console))
+        }
+        Command::Delete(mut args) => {
+            args.target.inherit(top);
+            runtime.block_on(delete::run(args, console))
+        }
+        Command::Get(mut args) => {
+            args.target.inherit(top);
+            runtime.block_on(get::run(args, console))
+        }
+        Command::Export(mut args) => {
+            args.target.inherit(top);
+            runtime.block_on(export::export(args, console))
+        }
+        Command::Unexport(mut args) => {
+            args.target.inherit(top);
+            runtime.block_on(export::unexport(args, console))
+        }
         Command::Token {
-            command: TokenCommand::Create(args),
-        } => runtime.block_on(token::create(args, console)),
+            command: TokenCommand::Create(mut args),
+        } => {
+            args.target.inherit(top);
+            runtime.block_on(token::create(args, console))
+        }
         Command::Ca {
-            command: CaCommand::Rotate(args),
-        } => runtime.block_on(ca::rotate(args, console)),
-        Command::Link(args) => runtime.block_on(link::link(args, console)),
-        Command::Unlink(args) => runtime.block_on(link::unlink(args, console)),
-        Command::Status(args) => runtime.block_on(status::run(args, console)),
-        Command::Check(args) => runtime.block_on(check::run(args, console)),
+            command: CaCommand::Rotate(mut args),
+        } => {
+            args.target.inherit(top);
+            runtime.block_on(ca::rotate(args, console))
+        }
+        Command::Link(mut args) => {
+            args.target.inherit(top);
+            runtime.block_on(link::link(args, console))
+        }
+        Command::Unlink(mut args) => {
+            args.target.inherit(top);
+            runtime.block_on(link::unlink(args, console))
+        }
+        Command::Status(mut args) => {
+            args.target.inherit(top);
+            runtime.block_on(status::run(args, console))
+        }
+        Command::Check(mut args) => {
+            args.target.inherit(top);
+            runtime.block_on(check::run(args, console))
+        }
         other => Err(anyhow::anyhow!("not an API command: {other:?}")),
     }
 }
@@ -182,6 +222,16 @@ pub(crate) struct Target {
 }
 
 impl Target {
+    /// Takes `--config`/`--context` from `outer` where this one has none.
+    pub(crate) fn inherit(&mut self, outer: &Target) {
+        if self.config.is_none() {
+            self.config.clone_from(&outer.config);
+        }
+        if self.context.is_none() {
+            self.context.clone_from(&outer.context);
+        }
+    }
+
     /// The contexts file's path.
     pub(crate) fn path(&self) -> anyhow::Result<PathBuf> {
         config_path(self.config.as_deref(), |name| std::env::var_os(name))
@@ -476,6 +526,29 @@ mod tests {
             "/c.yaml"
         ])
         .is_ok());
+    }
+
+    #[test]
+    fn context_flags_before_or_after_the_subcommand() {
+        let cli =
+            Cli::try_parse_from(["meshctl", "--context", "a", "--config", "/c", "status"]).unwrap();
+        let Command::Status(mut args) = cli.command else {
+            panic!("not status");
+        };
+        assert_eq!(args.target.context, None);
+        args.target.inherit(&cli.target);
+        assert_eq!(args.target.context.as_deref(), Some("a"));
+        assert_eq!(args.target.config, Some(PathBuf::from("/c")));
+        let mut inner = Target {
+            config: None,
+            context: Some("b".into()),
+        };
+        inner.inherit(&cli.target);
+        assert_eq!(
+            inner.context.as_deref(),
+            Some("b"),
+            "the subcommand's flag wins"
+        );
     }
 
     #[test]

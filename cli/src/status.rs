@@ -537,7 +537,7 @@ fn section(out: &mut String, title: &str, headers: &[&str], rows: Vec<Vec<String
     if rows.is_empty() {
         out.push_str(&format!(
             "{title}:{}none\n",
-            " ".repeat(10 - title.len() - 1)
+            " ".repeat(9usize.saturating_sub(title.len()))
         ));
         return;
     }

@@ -14,20 +14,26 @@ use crate::output::{short_duration, table};
 #[serde(rename_all = "camelCase", default)]
 pub(crate) struct Status {
     /// This cluster's name.
+    #[serde(deserialize_with = "nullable")]
     pub(crate) cluster: String,
     /// This cluster's trust domain.
+    #[serde(deserialize_with = "nullable")]
     pub(crate) trust_domain: String,
     /// Raft facts of the answering node.
     pub(crate) raft: Option<RaftStatus>,
     /// The CA.
     pub(crate) ca: Option<CaStatus>,
     /// Linked peers.
+    #[serde(deserialize_with = "nullable")]
     pub(crate) peers: Vec<PeerStatus>,
     /// Our east-west gateways and their tunnels.
+    #[serde(deserialize_with = "nullable")]
     pub(crate) gateways: Vec<GatewayStatus>,
     /// Our exports and who imports them.
+    #[serde(deserialize_with = "nullable")]
     pub(crate) exports: Vec<ExportStatus>,
     /// Our imports and which clusters back them.
+    #[serde(deserialize_with = "nullable")]
     pub(crate) imports: Vec<ImportStatus>,
 }
 
@@ -48,15 +54,19 @@ impl Status {
 pub(crate) struct RaftStatus {
     /// The answering node.
     #[serde(alias = "nodeId")]
+    #[serde(deserialize_with = "nullable")]
     pub(crate) node_id: u64,
     /// The leader, if known.
     pub(crate) leader: Option<u64>,
     /// Current term.
+    #[serde(deserialize_with = "nullable")]
     pub(crate) term: u64,
     /// Voting members.
+    #[serde(deserialize_with = "nullable")]
     pub(crate) voters: Vec<Voter>,
     /// Last applied log index.
     #[serde(alias = "lastApplied")]
+    #[serde(deserialize_with = "nullable")]
     pub(crate) last_applied: u64,
 }
 
@@ -93,10 +103,13 @@ impl Voter {
 #[serde(rename_all = "camelCase", default)]
 pub(crate) struct CaStatus {
     /// RFC 3339 expiry of the root.
+    #[serde(deserialize_with = "nullable")]
     pub(crate) not_after: String,
     /// Days until expiry (negative once expired).
+    #[serde(deserialize_with = "nullable")]
     pub(crate) days_left: f64,
     /// Root sequence (bumped by rotation).
+    #[serde(deserialize_with = "nullable")]
     pub(crate) sequence: u64,
 }
 
@@ -105,18 +118,25 @@ pub(crate) struct CaStatus {
 #[serde(rename_all = "camelCase", default)]
 pub(crate) struct PeerStatus {
     /// Peer cluster name.
+    #[serde(deserialize_with = "nullable")]
     pub(crate) cluster: String,
     /// Peer trust domain.
+    #[serde(deserialize_with = "nullable")]
     pub(crate) trust_domain: String,
     /// Sequence of the peer's bundle we hold.
+    #[serde(deserialize_with = "nullable")]
     pub(crate) bundle_sequence: u64,
     /// Seconds since we last refreshed it.
+    #[serde(deserialize_with = "nullable")]
     pub(crate) bundle_age_seconds: f64,
     /// The peer controller's address.
+    #[serde(deserialize_with = "nullable")]
     pub(crate) controller_address: String,
     /// The peer's gateways.
+    #[serde(deserialize_with = "nullable")]
     pub(crate) gateway_addresses: Vec<String>,
     /// What the peer exports to us, `ns/name`.
+    #[serde(deserialize_with = "nullable")]
     pub(crate) exports: Vec<String>,
 }
 
@@ -125,12 +145,16 @@ pub(crate) struct PeerStatus {
 #[serde(rename_all = "camelCase", default)]
 pub(crate) struct GatewayStatus {
     /// Tunnel address.
+    #[serde(deserialize_with = "nullable")]
     pub(crate) address: String,
     /// Admin address.
+    #[serde(deserialize_with = "nullable")]
     pub(crate) admin: String,
     /// Whether its admin answered.
+    #[serde(deserialize_with = "nullable")]
     pub(crate) reachable: bool,
     /// Its tunnels to peers.
+    #[serde(deserialize_with = "nullable")]
     pub(crate) peers: Vec<GatewayPeer>,
 }
 
@@ -139,11 +163,14 @@ pub(crate) struct GatewayStatus {
 #[serde(rename_all = "camelCase", default)]
 pub(crate) struct GatewayPeer {
     /// Peer cluster.
+    #[serde(deserialize_with = "nullable")]
     pub(crate) cluster: String,
     /// Whether the tunnel is up.
+    #[serde(deserialize_with = "nullable")]
     pub(crate) connected: bool,
     /// Round-trip time, milliseconds.
     #[serde(alias = "rtt_ms")]
+    #[serde(deserialize_with = "nullable")]
     pub(crate) rtt_ms: f64,
 }
 
@@ -152,10 +179,12 @@ pub(crate) struct GatewayPeer {
 #[serde(rename_all = "camelCase", default)]
 pub(crate) struct ExportStatus {
     /// Namespace.
+    #[serde(deserialize_with = "nullable")]
     pub(crate) namespace: String,
     /// Service name.
     pub(crate) name: String,
     /// Peer clusters that import it.
+    #[serde(deserialize_with = "nullable")]
     pub(crate) imported_by: Vec<String>,
 }
 
@@ -164,11 +193,23 @@ pub(crate) struct ExportStatus {
 #[serde(rename_all = "camelCase", default)]
 pub(crate) struct ImportStatus {
     /// Namespace.
+    #[serde(deserialize_with = "nullable")]
     pub(crate) namespace: String,
     /// Service name.
     pub(crate) name: String,
     /// Clusters exporting it.
+    #[serde(deserialize_with = "nullable")]
     pub(crate) clusters: Vec<String>,
+}
+
+/// A JSON `null` as the type's default (a controller may send `null` for
+/// a missing string or list, e.g. a gateway without an admin address).
+fn nullable<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// Thresholds of `check`.
@@ -338,10 +379,15 @@ fn gateway_checks(status: &Status, out: &mut Vec<Check>) {
     }
     for gw in &status.gateways {
         if !gw.reachable {
+            let why = if gw.admin.is_empty() {
+                "no admin address configured, tunnel state unknown".to_owned()
+            } else {
+                format!("admin {} unreachable", gw.admin)
+            };
             out.push(check(
                 "gateway",
                 false,
-                format!("gateway {}: admin {} unreachable", gw.address, gw.admin),
+                format!("gateway {}: {why}", gw.address),
             ));
             continue;
         }
@@ -662,6 +708,36 @@ mod tests {
         assert_eq!(
             failed(&checks(&decode(v), &Limits::default())),
             vec!["gateway g: admin h unreachable"]
+        );
+    }
+
+    #[test]
+    fn nulls_and_integers_as_the_controller_sends_them() {
+        // Shaped like mesh-controller's admin.rs: RaftStatus serialized as is,
+        // integer daysLeft and bundle age, a gateway without admin address.
+        let status = decode(json!({
+            "cluster": "cluster-a", "trustDomain": "cluster-a.mesh",
+            "raft": {"node_id": 2, "leader": null, "term": 4,
+                     "voters": [[1, "127.0.1.2:15013"], [2, "127.0.1.3:15013"], [3, "127.0.1.4:15013"]],
+                     "last_applied": 10},
+            "ca": null,
+            "peers": [{"cluster": "cluster-b", "trustDomain": "cluster-b.mesh", "bundleSequence": 1,
+                       "bundleAgeSeconds": 5, "controllerAddress": "x", "gatewayAddresses": null,
+                       "exports": []}],
+            "gateways": [{"address": "127.0.1.1:15443", "admin": null, "reachable": false, "peers": []}],
+            "exports": [], "imports": []
+        }));
+        assert_eq!(status.gateways[0].admin, "");
+        assert!(status.peers[0].gateway_addresses.is_empty());
+        let f = failed(&checks(&status, &Limits::default()));
+        assert_eq!(
+            f,
+            vec![
+                "raft: no leader known to node 2 (term 4)",
+                "raft quorum: 3 voters, no leader elected",
+                "CA: none yet",
+                "gateway 127.0.1.1:15443: no admin address configured, tunnel state unknown",
+            ]
         );
     }
 

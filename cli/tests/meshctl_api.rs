@@ -651,3 +651,25 @@ fn check_wait_retries_until_the_tunnel_is_up() {
         "only the last round is printed: {run:?}"
     );
 }
+
+#[test]
+fn link_failures_name_the_step_and_context() {
+    let w = world();
+    let a = FakeAdmin::start("cluster-a", &w);
+    let env = Env::new();
+    env.context("a", &a);
+    env.context("a2", &a);
+    // Both contexts are the same cluster: the fake refuses, the step is named.
+    let run = env.run(&["link", "a", "a2"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.starts_with("✔ peering token created on a"),
+        "{run:?}"
+    );
+    assert!(
+        run.stderr.contains("redeeming a's token on context a2: POST /v1/peering/redeem: 400 Bad Request: cannot link a cluster with itself"),
+        "{run:?}"
+    );
+    assert_eq!(env.run(&["link", "a", "a"]).code, 2);
+    assert!(a.state.lock().unwrap().peers.is_empty());
+}

@@ -66,13 +66,19 @@ pub(super) async fn link(args: LinkArgs, console: &mut Console) -> anyhow::Resul
         }
         let a = args.target.client_for(from)?;
         let b = args.target.client_for(to)?;
-        let token = a.create_peering_token(args.ttl).await?;
+        let token = a
+            .create_peering_token(args.ttl)
+            .await
+            .with_context(|| format!("creating a peering token on context {from}"))?;
         console.ok(&format!(
             "peering token created on {} (expires {})",
             a.context(),
             token.expires_at
         ));
-        let peer = b.redeem(&token.token).await?;
+        let peer = b
+            .redeem(&token.token)
+            .await
+            .with_context(|| format!("redeeming {from}'s token on context {to}"))?;
         console.ok(&linked_line(&b, &peer));
         return Ok(ExitCode::SUCCESS);
     }

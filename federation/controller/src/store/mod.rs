@@ -33,6 +33,8 @@ mod log_store;
 mod network;
 mod server;
 mod state_machine;
+#[cfg(test)]
+mod suite_tests;
 mod types;
 
 use std::collections::BTreeMap;
@@ -499,8 +501,10 @@ impl<S: StateMachine> Store<S> {
         let _ = tokio::time::timeout(pause, metrics.changed()).await;
     }
 
-    /// The locally applied state, updated after every apply (eventually
-    /// consistent on followers): what xDS and peering watch.
+    /// The locally applied state, published after every apply (one value
+    /// per batch of entries openraft applies together, and after a snapshot
+    /// is installed; eventually consistent on followers): what xDS and
+    /// peering watch.
     pub fn watch(&self) -> watch::Receiver<Arc<S>> {
         self.state.clone()
     }

@@ -30,7 +30,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use openraft::{BasicNode, ChangeMembers, Raft};
+use openraft::{BasicNode, ChangeMembers, Raft, ServerState};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -72,18 +72,30 @@ impl<T> From<Attempt<T>> for ForwardReply<T> {
 }
 
 /// Proposes `command` if this node is the leader and waits (at most
-/// `timeout`) until it is applied here.
+/// `timeout`) until it is applied here. [`Attempt::NotLeader`] only when
+/// this node was not the leader when asked (nothing was proposed).
 pub(crate) async fn write_here(
     raft: &Raft<TypeConfig>,
     command: serde_json::Value,
     timeout: Duration,
 ) -> Attempt<LogResponse> {
+    let was_leader = raft.metrics().borrow().state == ServerState::Leader;
     match tokio::time::timeout(timeout, raft.client_write(LogCommand(command))).await {
         Err(_) => Attempt::Failed(format!(
             "write not committed within {} ms",
             timeout.as_millis()
         )),
         Ok(Ok(response)) => Attempt::Done(response.data),
+        // openraft answers ForwardToLeader both to a proposal on a follower
+        // (nothing done) and when a proposed entry is truncated on a leader
+        // that lost its leadership; another node may still hold and later
+        // commit that entry, so only the first case is safe to retry.
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) if was_leader => {
+            Attempt::Failed(
+                "leadership lost while the write was pending; it may or may not be applied"
+                    .to_string(),
+            )
+        }
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
             Attempt::NotLeader(f.leader_node.map(|n| n.addr))
         }

@@ -123,7 +123,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// Node 1 initializes, the others join through node 1.
+    /// Node 1 initializes, node k joins through node k-1.
     async fn start(n: u64, snapshot_every: u64) -> Self {
         let tmp = tempfile::tempdir().expect("temp dir");
         let mut cluster = Cluster {
@@ -135,7 +135,9 @@ impl Cluster {
             nodes: BTreeMap::new(),
         };
         for id in 1..=n {
-            let join = (id > 1).then(|| cluster.addrs[&1]);
+            // Node 2 joins through the leader, node 3 through follower 2
+            // (the join is forwarded to the leader).
+            let join = (id > 1).then(|| cluster.addrs[&(id - 1)]);
             let (store, addr) =
                 start(id, &cluster.dirs[&id], any_port(), join, snapshot_every).await;
             cluster.addrs.insert(id, addr);
@@ -405,7 +407,23 @@ async fn single_node_restart_recovers() {
             .expect("repeat after restart"),
         "dedup state recovered"
     );
+
+    // The data dir belongs to node 1: opening it as node 2 is refused.
     cluster.stop_all().await;
+    let listener = bind(any_port()).await;
+    let local = listener.local_addr().expect("addr");
+    let wrong = StoreConfig {
+        node_id: 2,
+        data_dir: cluster.dirs[&1].clone(),
+        raft_listen: local,
+        advertise: local.to_string(),
+        join: None,
+        snapshot_every: 0,
+    };
+    match Store::<Ledger>::open_with_listener(wrong, listener).await {
+        Err(e) => assert!(e.to_string().contains("belongs to raft node 1"), "{e}"),
+        Ok(_) => panic!("a data dir of node 1 must not open as node 2"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

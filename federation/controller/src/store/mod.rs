@@ -61,6 +61,10 @@ use server::{Attempt, ServerContext};
 use state_machine::SmStore;
 use types::{ForwardReply, JoinRequest, LogResponse, TypeConfig, WriteRequest};
 
+/// A sensible [`StoreConfig::snapshot_every`] for the controller catalog
+/// (entries).
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 1_000;
+
 /// How long [`Store::write`] keeps trying (finding a leader, forwarding,
 /// waiting for the commit) before it answers [`WriteError::Unavailable`].
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -243,7 +247,7 @@ impl<S: StateMachine> Store<S> {
             addr: listen.clone(),
             message,
         };
-        let db = db::open(&config.data_dir).await?;
+        let db = db::open(&config.data_dir, config.node_id).await?;
         let (sm, state) =
             SmStore::<S>::load(db.clone()).map_err(|message| StoreError::Storage {
                 path: config.data_dir.join(db::DB_FILE).display().to_string(),

@@ -6,7 +6,8 @@
 //!   `AppendEntriesRequest`, `VoteRequest`, `InstallSnapshotRequest`,
 //!   answered with `Result<response, RaftError>`.
 //! - `/raft/join` ([`JoinRequest`]): adds the node as a learner, then makes
-//!   it a voter; a follower forwards it to the leader (one hop).
+//!   it a voter; a follower forwards it to the leader (one hop, marked with
+//!   the query `forwarded=1`).
 //! - `/raft/write` ([`WriteRequest`]): proposes a command on the leader.
 //! - `/raft/read` (any body): the leader confirms its leadership with a
 //!   quorum and answers the read index a follower must apply before reading.
@@ -45,6 +46,11 @@ use super::types::{
 /// How long a forwarded join may take on the leader (adding a learner waits
 /// until it caught up, which may need a snapshot).
 pub(crate) const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The query marking a join a follower forwarded to the leader.
+const FORWARDED_QUERY: &str = "forwarded=1";
+/// The path and query of a forwarded join.
+const FORWARDED_JOIN: &str = "/raft/join?forwarded=1";
 
 /// The outcome of an operation attempted on this node.
 #[derive(Debug)]
@@ -205,7 +211,7 @@ impl ServerContext {
             .client
             .post::<_, ForwardReply<()>>(
                 leader,
-                "/raft/join",
+                FORWARDED_JOIN,
                 request,
                 JOIN_TIMEOUT + Duration::from_secs(5),
             )
@@ -272,6 +278,7 @@ async fn handle(
         ));
     }
     let path = request.uri().path().to_string();
+    let query = request.uri().query().map(str::to_string);
     let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
@@ -296,7 +303,11 @@ async fn handle(
             Err(message) => error(StatusCode::BAD_REQUEST, message),
         },
         "/raft/join" => match decode::<JoinRequest>(&path, &body) {
-            Ok(join) => json(&ForwardReply::from(context.join(&join, true).await)),
+            Ok(join) => {
+                // A join forwarded once is not forwarded again.
+                let forward = query.as_deref() != Some(FORWARDED_QUERY);
+                json(&ForwardReply::from(context.join(&join, forward).await))
+            }
             Err(message) => error(StatusCode::BAD_REQUEST, message),
         },
         "/raft/write" => match decode::<WriteRequest>(&path, &body) {

@@ -32,7 +32,7 @@ struct Builder;
 impl StoreBuilder<TypeConfig, LogStore, SmStore<Sum>, TempDir> for Builder {
     async fn build(&self) -> Result<(TempDir, LogStore, SmStore<Sum>), StorageError<NodeId>> {
         let dir = tempfile::tempdir().map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
-        let db = db::open(dir.path())
+        let db = db::open(dir.path(), 1)
             .await
             .map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
         let (sm, _state) =

@@ -10,7 +10,6 @@ mod xds_support;
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use mesh_controller::xds::AppProtocol;
 use xds_support::*;

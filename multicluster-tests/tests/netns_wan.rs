@@ -156,6 +156,22 @@ fn rtt_of_30ms_then_partition_fails_and_heal_recovers() -> Result<()> {
         println!("healed: time_connect {:.1} ms", after * 1e3);
         ensure!(after >= 0.030);
 
+        // Reconfigured at run time: 25 ms each way, 50 ms RTT.
+        wan.set_link("a", "b", LinkConfig::delay(25 * MS));
+        let slower = (0..5)
+            .map(|_| connect_time(&wan, "a", "b"))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .fold(f64::MAX, f64::min);
+        println!(
+            "reconfigured to 50 ms RTT: time_connect min {:.1} ms",
+            slower * 1e3
+        );
+        ensure!(
+            (0.050..0.080).contains(&slower),
+            "RTT {slower} s after setting 50 ms"
+        );
+
         drop(server);
         drop(wan);
         assert_gone(&names)
@@ -172,7 +188,7 @@ fn one_percent_loss_still_completes_an_http_transfer() -> Result<()> {
         let link = LinkConfig::delay(5 * MS).with_loss(0.01);
         let wan = Wan::start(&["a", "b"], link).context("setting up the WAN")?;
         let names: Vec<String> = wan.clusters().iter().map(|c| c.netns.clone()).collect();
-        let _server = serve(&wan, "b", dir.path())?;
+        let server = serve(&wan, "b", dir.path())?;
         wait_reachable(&wan, "a", "b")?;
 
         let got = dir.path().join("got");
@@ -207,6 +223,7 @@ fn one_percent_loss_still_completes_an_http_transfer() -> Result<()> {
         );
         ensure!(s.dropped_loss > 0, "no loss was applied: {s:?}");
         ensure!(rate < 0.05, "loss rate {rate} far above 1%");
+        drop(server);
         drop(wan);
         assert_gone(&names)
     })
@@ -222,7 +239,7 @@ fn a_rate_limited_link_caps_the_transfer_rate() -> Result<()> {
             Wan::start(&["a", "b"], LinkConfig::delay(2 * MS)).context("setting up the WAN")?;
         let rate = 1_000_000u64;
         wan.set_path("b", "a", LinkConfig::delay(2 * MS).with_rate(rate));
-        let _server = serve(&wan, "b", dir.path())?;
+        let server = serve(&wan, "b", dir.path())?;
         wait_reachable(&wan, "a", "b")?;
 
         let out = curl(
@@ -243,7 +260,10 @@ fn a_rate_limited_link_caps_the_transfer_rate() -> Result<()> {
         if !(speed <= rate as f64 * 1.05 && speed >= rate as f64 * 0.6) {
             bail!("download ran at {speed:.0} B/s with a {rate} B/s link");
         }
-        Ok(())
+        let names: Vec<String> = wan.clusters().iter().map(|c| c.netns.clone()).collect();
+        drop(server);
+        drop(wan);
+        assert_gone(&names)
     })
 }
 
@@ -258,8 +278,8 @@ fn three_clusters_route_by_prefix_and_extra_addresses_are_reachable() -> Result<
         wan.set_link("a", "c", LinkConfig::delay(25 * MS));
         let second = wan.add_addr("c", 7)?;
         ensure!(second.to_string() == "198.18.3.7");
-        let _main = serve(&wan, "c", dir.path())?;
-        let _extra = serve_on(&wan, "c", second, dir.path())?;
+        let main = serve(&wan, "c", dir.path())?;
+        let extra = serve_on(&wan, "c", second, dir.path())?;
         wait_reachable(&wan, "a", "c")?;
         wait_reachable(&wan, "b", "c")?;
         let via_b = connect_time(&wan, "b", "c")?;
@@ -291,6 +311,9 @@ fn three_clusters_route_by_prefix_and_extra_addresses_are_reachable() -> Result<
             .status
             .success());
         connect_time(&wan, "b", "c")?;
-        Ok(())
+        let names: Vec<String> = wan.clusters().iter().map(|c| c.netns.clone()).collect();
+        drop((main, extra));
+        drop(wan);
+        assert_gone(&names)
     })
 }

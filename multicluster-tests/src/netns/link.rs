@@ -37,7 +37,7 @@ pub struct Rate {
 
 /// Why a link dropped a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Drop {
+pub enum DropReason {
     /// The link is partitioned.
     Partitioned,
     /// Random loss.
@@ -174,15 +174,15 @@ impl Link {
         len: usize,
         now: Instant,
         mut uniform: impl FnMut() -> f64,
-    ) -> Result<Instant, Drop> {
+    ) -> Result<Instant, DropReason> {
         self.stats.offered += 1;
         if self.partitioned {
             self.stats.dropped_partition += 1;
-            return Err(Drop::Partitioned);
+            return Err(DropReason::Partitioned);
         }
         if self.config.loss > 0.0 && uniform() < self.config.loss {
             self.stats.dropped_loss += 1;
-            return Err(Drop::Loss);
+            return Err(DropReason::Loss);
         }
         let shaped = match self.config.rate {
             None => now,
@@ -190,7 +190,7 @@ impl Link {
                 Some(t) => t,
                 None => {
                     self.stats.dropped_queue += 1;
-                    return Err(Drop::Queue);
+                    return Err(DropReason::Queue);
                 }
             },
         };

@@ -31,7 +31,7 @@ pub mod link;
 pub mod router;
 pub mod wan;
 
-pub use link::{LinkConfig, LinkStats, Rate};
+pub use link::{DropReason, LinkConfig, LinkStats, Rate};
 pub use wan::{netns_command, netns_spec, Cluster, Wan};
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ pub enum Verdict {
         /// Destination cluster.
         to: usize,
         /// Why.
-        why: super::link::Drop,
+        why: super::link::DropReason,
     },
     /// Not IPv4, too short, or to an address no cluster owns.
     Unroutable,

@@ -317,3 +317,76 @@ fn three_clusters_route_by_prefix_and_extra_addresses_are_reachable() -> Result<
         assert_gone(&names)
     })
 }
+
+/// A UDP echo in python3: what the QUIC tunnel between gateways needs.
+const UDP_ECHO: &str = "import socket,sys
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
+s.bind((sys.argv[1],int(sys.argv[2])))
+while True:
+    d,a=s.recvfrom(65535)
+    s.sendto(d,a)
+";
+
+/// Sends `count` datagrams from `a` to the echo in `b`, one at a time, and
+/// returns how many came back.
+const UDP_CLIENT: &str = "import socket,sys
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
+s.settimeout(0.5)
+ok=0
+for i in range(int(sys.argv[3])):
+    m=b'%d' % i + b'x'*1200
+    s.sendto(m,(sys.argv[1],int(sys.argv[2])))
+    try:
+        d,_=s.recvfrom(65535)
+        ok+= d==m
+    except socket.timeout:
+        pass
+print(ok)
+";
+
+#[test]
+fn udp_datagrams_cross_the_wan_and_a_partition_stops_them() -> Result<()> {
+    logs_on_error(|| {
+        let dir = tempfile::tempdir()?;
+        let wan =
+            Wan::start(&["a", "b"], LinkConfig::delay(5 * MS)).context("setting up the WAN")?;
+        let b = wan.addr("b").to_string();
+        let echo = Process::spawn(
+            "udp echo in b",
+            wan.spec("b", "python3")
+                .arg("-c")
+                .arg(UDP_ECHO)
+                .arg(&b)
+                .arg("9000"),
+            &dir.path().join("echo.log"),
+        )?;
+        let send = |count: &str| -> Result<u32> {
+            let out = wan
+                .command("a", "python3")
+                .args(["-c", UDP_CLIENT, &b, "9000", count])
+                .output()?;
+            ensure!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+        };
+        eventually("udp echo a -> b", patience(), || {
+            ensure!(send("1")? == 1, "no echo yet");
+            Ok(())
+        })?;
+        let echoed = send("50")?;
+        println!("UDP: {echoed} of 50 datagrams of 1200 B echoed");
+        ensure!(
+            echoed == 50,
+            "only {echoed} of 50 echoed on a lossless link"
+        );
+        wan.partition("a", "b");
+        ensure!(send("5")? == 0, "datagrams crossed a partition");
+        let names: Vec<String> = wan.clusters().iter().map(|c| c.netns.clone()).collect();
+        drop(echo);
+        drop(wan);
+        assert_gone(&names)
+    })
+}

@@ -298,3 +298,9 @@ fn links_are_directional_and_seeded_runs_repeat() {
     assert_eq!(run(5), run(5));
     assert_ne!(run(5), run(6));
 }
+
+#[test]
+fn the_wan_handle_can_be_shared_with_load_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<super::Wan>();
+}

@@ -61,7 +61,10 @@ pub type Subscriptions = BTreeMap<String, BTreeSet<String>>;
 /// Decides whether a candidate resource set of one type is acceptable:
 /// `Err(message)` NACKs the response with that message. Called with the
 /// type URL and the whole set that would be in force after the response.
-pub type Validator = Arc<dyn Fn(&str, &BTreeMap<String, Any>) -> Result<(), String> + Send + Sync>;
+pub type Validator = Arc<ValidateFn>;
+
+/// The function behind a [`Validator`].
+pub type ValidateFn = dyn Fn(&str, &BTreeMap<String, Any>) -> Result<(), String> + Send + Sync;
 
 /// The accepted resources of one type.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -197,7 +200,7 @@ impl SotwState {
     pub fn handle_response(
         &mut self,
         response: DiscoveryResponse,
-        validate: &(dyn Fn(&str, &BTreeMap<String, Any>) -> Result<(), String> + Send + Sync),
+        validate: &ValidateFn,
     ) -> ResponseOutcome {
         let type_url = response.type_url.clone();
         let candidate = self.candidate(&response).and_then(|set| {

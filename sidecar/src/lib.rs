@@ -27,6 +27,7 @@
 pub mod admin;
 mod cli;
 pub mod config;
+pub mod control;
 pub mod drain;
 pub mod errors;
 pub mod health;

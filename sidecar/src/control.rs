@@ -416,3 +416,154 @@ impl std::fmt::Debug for ControlHandle {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use mesh_api::envoy_types::pb::envoy::config::core::v3::{
+        address, socket_address, Address, Locality as XdsLocality, Metadata, SocketAddress,
+    };
+    use mesh_api::envoy_types::pb::envoy::config::endpoint::v3::{
+        lb_endpoint, Endpoint as XdsEndpoint, LbEndpoint, LocalityLbEndpoints,
+    };
+    use mesh_api::xds_decode::string_struct;
+
+    use super::*;
+
+    fn lb(addr: &str, metadata: Vec<(&str, Struct)>, health: i32) -> LbEndpoint {
+        let sa: SocketAddr = addr.parse().unwrap();
+        LbEndpoint {
+            host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(XdsEndpoint {
+                address: Some(Address {
+                    address: Some(address::Address::SocketAddress(SocketAddress {
+                        address: sa.ip().to_string(),
+                        port_specifier: Some(socket_address::PortSpecifier::PortValue(
+                            sa.port().into(),
+                        )),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            })),
+            health_status: health,
+            metadata: Some(Metadata {
+                filter_metadata: metadata
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn local(addr: &str, sa: &str) -> LbEndpoint {
+        let id = format!("spiffe://cluster-a.mesh/ns/default/sa/{sa}");
+        lb(
+            addr,
+            vec![(
+                IDENTITY_METADATA,
+                string_struct([("spiffe_id", id.as_str())]),
+            )],
+            0,
+        )
+    }
+
+    fn tunnel(cluster: &str) -> LbEndpoint {
+        let id = format!("spiffe://{cluster}.mesh/ns/default/sa/backend");
+        lb(
+            "127.0.1.1:15443",
+            vec![(
+                TUNNEL_METADATA,
+                string_struct([("cluster", cluster), ("spiffe_id", id.as_str())]),
+            )],
+            0,
+        )
+    }
+
+    fn locality(sub_zone: &str, priority: u32, eps: Vec<LbEndpoint>) -> LocalityLbEndpoints {
+        LocalityLbEndpoints {
+            locality: Some(XdsLocality {
+                region: "eu".into(),
+                zone: String::new(),
+                sub_zone: sub_zone.into(),
+            }),
+            lb_endpoints: eps,
+            priority,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn local_endpoints_and_remote_clusters_in_priority_order() {
+        let cla = ClusterLoadAssignment {
+            cluster_name: "x".into(),
+            endpoints: vec![
+                locality("cluster-c", 2, vec![tunnel("cluster-c")]),
+                locality("cluster-b", 1, vec![tunnel("cluster-b")]),
+                locality(
+                    "cluster-a",
+                    0,
+                    vec![
+                        local("127.0.0.5:15006", "backend"),
+                        lb("127.0.0.6:15006", vec![], 2), // UNHEALTHY: left out
+                    ],
+                ),
+            ],
+            ..Default::default()
+        };
+        let (eps, remote) = parse_cla("cluster-a", &cla).unwrap();
+        assert_eq!(eps.len(), 1);
+        assert_eq!(eps[0].address, "127.0.0.5:15006".parse().unwrap());
+        assert_eq!(
+            eps[0].locality.as_ref().unwrap().region.as_deref(),
+            Some("eu")
+        );
+        let clusters: Vec<_> = remote.iter().map(|r| r.cluster.as_str()).collect();
+        assert_eq!(clusters, ["cluster-b", "cluster-c"]);
+        assert_eq!(
+            remote[0].spiffe_id.as_str(),
+            "spiffe://cluster-b.mesh/ns/default/sa/backend"
+        );
+    }
+
+    #[test]
+    fn invalid_endpoints_are_refused_with_their_path() {
+        let no_identity = ClusterLoadAssignment {
+            endpoints: vec![locality("cluster-a", 0, vec![lb("127.0.0.5:1", vec![], 0)])],
+            ..Default::default()
+        };
+        let e = parse_cla("cluster-a", &no_identity).unwrap_err();
+        assert!(
+            e.starts_with("endpoints[0].lb_endpoints[0].metadata.isthmus.dev/identity"),
+            "{e}"
+        );
+
+        let foreign = ClusterLoadAssignment {
+            endpoints: vec![locality("cluster-b", 0, vec![local("127.0.0.5:1", "b")])],
+            ..Default::default()
+        };
+        assert!(parse_cla("cluster-a", &foreign)
+            .unwrap_err()
+            .contains("sub_zone"));
+
+        let own_tunnel = ClusterLoadAssignment {
+            endpoints: vec![locality("cluster-a", 0, vec![tunnel("cluster-a")])],
+            ..Default::default()
+        };
+        assert!(parse_cla("cluster-a", &own_tunnel)
+            .unwrap_err()
+            .contains("our own cluster"));
+
+        let twice = ClusterLoadAssignment {
+            endpoints: vec![locality(
+                "cluster-a",
+                0,
+                vec![local("127.0.0.5:1", "b"), local("127.0.0.5:1", "b")],
+            )],
+            ..Default::default()
+        };
+        assert!(parse_cla("cluster-a", &twice)
+            .unwrap_err()
+            .contains("twice"));
+    }
+}

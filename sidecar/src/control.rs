@@ -18,18 +18,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_api::ads_client::{AdsClient, AdsConfig, AdsSnapshot, Backoff, Subscriptions, Validator};
+use mesh_api::ads_client::{AdsClient, AdsConfig, AdsSnapshot, Subscriptions, Validator};
 use mesh_api::envoy_types::pb::envoy::config::core::v3::Node;
 use mesh_api::envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use mesh_api::envoy_types::pb::google::protobuf::{value, Struct, Value};
 use mesh_api::identity::{RegisterRequest, WorkloadPort};
-use mesh_api::identity_client::{register_interval, IdentityClient, IdentityError};
-use mesh_api::transport::{Security, Target};
+use mesh_api::identity_client::{register_interval, BootstrapConfig, Bootstrapped, IdentityClient};
+use mesh_api::transport::Target;
 use mesh_api::xds::{self, CLUSTER_TYPE, ENDPOINT_TYPE, IDENTITY_METADATA, TUNNEL_METADATA};
 use mesh_api::xds_decode;
 use prost::Message;
 use tokio::sync::watch;
-use trust_bundle::{BundleMap, BundleStore, SpiffeId, SvidSource};
+use trust_bundle::{SpiffeId, SvidSource};
 
 use crate::config::{Config, ControlPlane, Endpoint, Locality, Remote, Service, ServiceKey};
 
@@ -37,131 +37,27 @@ use crate::config::{Config, ControlPlane, Endpoint, Locality, Remote, Service, S
 pub const BOOTSTRAP_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Why the control-plane identity could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum ControlError {
-    /// A file named in the config could not be read.
-    #[error("{key}: cannot read {}", path.display())]
-    Read {
-        /// The config key.
-        key: &'static str,
-        /// The file.
-        path: std::path::PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The bootstrap bundle map is malformed or lacks our trust domain.
-    #[error("identity.bundles: {0}")]
-    Bundles(String),
-    /// The join token file is empty.
-    #[error("control_plane.join_token_file: {} is empty", .0.display())]
-    EmptyToken(std::path::PathBuf),
-    /// The first SVID could not be obtained in time.
-    #[error("no SVID from the controller at {address}")]
-    Sign {
-        /// The controller address.
-        address: String,
-        /// The last failure.
-        #[source]
-        source: IdentityError,
-    },
-    /// The signed SVID is unusable by rustls.
-    #[error("the SVID from the controller")]
-    Svid(#[source] trust_bundle::SvidError),
-}
+pub type ControlError = mesh_api::identity_client::BootstrapError;
 
-/// Identity material obtained from the controller.
-pub(crate) struct Bootstrapped {
-    pub(crate) source: Arc<SvidSource>,
-    pub(crate) store: BundleStore,
-    pub(crate) client: Arc<IdentityClient>,
-    pub(crate) target: Target,
-}
-
-/// Reads bootstrap trust and the join token, and gets the first SVID
-/// (retrying with backoff for up to [`BOOTSTRAP_PATIENCE`]).
+/// Gets the first SVID from the controller (see
+/// [`mesh_api::identity_client::bootstrap`]).
 pub(crate) async fn bootstrap(
     config: &Config,
     cp: &ControlPlane,
 ) -> Result<Bootstrapped, ControlError> {
-    let bundles_path = config.base_dir.join(&config.identity.bundles);
-    let text = std::fs::read(&bundles_path).map_err(|source| ControlError::Read {
-        key: "identity.bundles",
-        path: bundles_path.clone(),
-        source,
-    })?;
-    let map = BundleMap::from_json(&text)
-        .map_err(|e| ControlError::Bundles(format!("{}: {e}", bundles_path.display())))?;
-    if !map
-        .trust_domains
-        .contains_key(&config.spiffe_id.trust_domain())
-    {
-        return Err(ControlError::Bundles(format!(
-            "{} has no bundle for our own trust domain {}",
-            bundles_path.display(),
-            config.spiffe_id.trust_domain()
-        )));
-    }
-    let store = BundleStore::from_map(&map);
-    let token_path = config.base_dir.join(&cp.join_token_file);
-    let token = std::fs::read_to_string(&token_path).map_err(|source| ControlError::Read {
-        key: "control_plane.join_token_file",
-        path: token_path.clone(),
-        source,
-    })?;
-    let token = token.trim().to_owned();
-    if token.is_empty() {
-        return Err(ControlError::EmptyToken(token_path));
-    }
-    let security = if cp.danger_plaintext {
-        Security::DangerPlaintext
-    } else {
-        Security::Spiffe {
-            client: None,
-            store: store.clone(),
-            server_id: cp.spiffe_id.clone(),
-        }
-    };
-    let mut target = Target::new(cp.address.clone(), security);
-    target.connect_timeout = config.timeouts.connect;
-    let client = Arc::new(IdentityClient::new(
-        target.clone(),
-        config.spiffe_id.clone(),
-        Some(token),
-        store.clone(),
-    ));
-    let mut backoff = Backoff::new(cp.initial_backoff, cp.max_backoff);
-    let deadline = tokio::time::Instant::now() + BOOTSTRAP_PATIENCE;
-    let svid = loop {
-        match client.sign_with_token().await {
-            Ok(svid) => break svid,
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                let delay = backoff.next_delay(0.5);
-                tracing::warn!(
-                    address = %cp.address,
-                    error = %mesh_api::error_chain(&e),
-                    retry_in_ms = delay.as_millis() as u64,
-                    "first SVID: controller unavailable"
-                );
-                tokio::time::sleep(delay).await;
-            }
-            Err(source) => {
-                return Err(ControlError::Sign {
-                    address: cp.address.clone(),
-                    source,
-                })
-            }
-        }
-    };
-    tracing::info!(id = %svid.id(), not_after = ?svid.not_after(), "SVID from the controller");
-    let source =
-        SvidSource::new(svid, trust_bundle::crypto_provider()).map_err(ControlError::Svid)?;
-    Ok(Bootstrapped {
-        source,
-        store,
-        client,
-        target,
+    mesh_api::identity_client::bootstrap(&BootstrapConfig {
+        id: config.spiffe_id.clone(),
+        address: cp.address.clone(),
+        server_id: cp.spiffe_id.clone(),
+        danger_plaintext: cp.danger_plaintext,
+        bundles_file: config.base_dir.join(&config.identity.bundles),
+        join_token_file: config.base_dir.join(&cp.join_token_file),
+        connect_timeout: config.timeouts.connect,
+        initial_backoff: cp.initial_backoff,
+        max_backoff: cp.max_backoff,
+        patience: BOOTSTRAP_PATIENCE,
     })
+    .await
 }
 
 /// The CDS+EDS subscriptions for `config`'s outbound listeners.

@@ -343,3 +343,182 @@ impl SvidIssuer for IdentityClient {
 pub fn register_interval(lease: Duration) -> Duration {
     (lease / 3).max(Duration::from_secs(1))
 }
+
+/// Where a proxy's control-plane identity comes from (its `control_plane`
+/// and `identity` config sections, paths already resolved).
+#[derive(Debug, Clone)]
+pub struct BootstrapConfig {
+    /// Our SPIFFE ID.
+    pub id: SpiffeId,
+    /// `host:port` of the controller.
+    pub address: String,
+    /// The controller's SPIFFE ID.
+    pub server_id: SpiffeId,
+    /// Plaintext to the controller (tests).
+    pub danger_plaintext: bool,
+    /// Bootstrap trust: a SPIFFE bundle map file with our trust domain.
+    pub bundles_file: std::path::PathBuf,
+    /// The join token file.
+    pub join_token_file: std::path::PathBuf,
+    /// TCP connect + TLS handshake bound.
+    pub connect_timeout: Duration,
+    /// Retry backoff of the first `SignSvid`.
+    pub initial_backoff: Duration,
+    /// Largest retry delay.
+    pub max_backoff: Duration,
+    /// How long to keep retrying the first `SignSvid`.
+    pub patience: Duration,
+}
+
+/// Identity material obtained from the controller.
+#[derive(Clone)]
+pub struct Bootstrapped {
+    /// Our SVID, for rustls; renew it with `run_rotation(.., client, ..)`.
+    pub source: Arc<SvidSource>,
+    /// The bundles the controller sent (bootstrap trust until then); kept
+    /// current by [`IdentityClient::watch_bundles`].
+    pub store: BundleStore,
+    /// The Identity client (the rotation's issuer).
+    pub client: Arc<IdentityClient>,
+    /// The controller target (no client certificate; add one with
+    /// [`Target::with_client`]).
+    pub target: Target,
+}
+
+impl std::fmt::Debug for Bootstrapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bootstrapped")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a proxy could not get its first SVID.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// A file could not be read.
+    #[error("{key}: cannot read {}", path.display())]
+    Read {
+        /// The config key naming the file.
+        key: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bootstrap bundle map is malformed.
+    #[error("identity.bundles: {}", path.display())]
+    Bundles {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What was wrong.
+        #[source]
+        source: trust_bundle::BundleError,
+    },
+    /// The bootstrap bundle map lacks our trust domain.
+    #[error("identity.bundles: {} has no bundle for our own trust domain {td}", path.display())]
+    OwnBundleMissing {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Our trust domain.
+        td: trust_bundle::TrustDomain,
+    },
+    /// The join token file is empty.
+    #[error("control_plane.join_token_file: {} is empty", .0.display())]
+    EmptyToken(std::path::PathBuf),
+    /// `SignSvid` kept failing for the whole patience.
+    #[error("no SVID from the controller at {address}")]
+    Sign {
+        /// The controller.
+        address: String,
+        /// The last failure.
+        #[source]
+        source: IdentityError,
+    },
+    /// The signed SVID is unusable by rustls.
+    #[error("the SVID from the controller")]
+    Svid(#[source] trust_bundle::SvidError),
+}
+
+/// Reads bootstrap trust and the join token and gets the first SVID,
+/// retrying with backoff for up to `patience`.
+///
+/// # Errors
+/// See [`BootstrapError`].
+pub async fn bootstrap(config: &BootstrapConfig) -> Result<Bootstrapped, BootstrapError> {
+    let read = |key, path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| BootstrapError::Read {
+            key,
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let text = read("identity.bundles", &config.bundles_file)?;
+    let map = BundleMap::from_json(&text).map_err(|source| BootstrapError::Bundles {
+        path: config.bundles_file.clone(),
+        source,
+    })?;
+    let td = config.id.trust_domain();
+    if !map.trust_domains.contains_key(&td) {
+        return Err(BootstrapError::OwnBundleMissing {
+            path: config.bundles_file.clone(),
+            td,
+        });
+    }
+    let store = BundleStore::from_map(&map);
+    let token = read("control_plane.join_token_file", &config.join_token_file)?;
+    let token = String::from_utf8_lossy(&token).trim().to_owned();
+    if token.is_empty() {
+        return Err(BootstrapError::EmptyToken(config.join_token_file.clone()));
+    }
+    let security = if config.danger_plaintext {
+        crate::transport::Security::DangerPlaintext
+    } else {
+        crate::transport::Security::Spiffe {
+            client: None,
+            store: store.clone(),
+            server_id: config.server_id.clone(),
+        }
+    };
+    let mut target = Target::new(config.address.clone(), security);
+    target.connect_timeout = config.connect_timeout;
+    let client = Arc::new(IdentityClient::new(
+        target.clone(),
+        config.id.clone(),
+        Some(token),
+        store.clone(),
+    ));
+    let mut backoff = Backoff::new(config.initial_backoff, config.max_backoff);
+    let deadline = tokio::time::Instant::now() + config.patience;
+    let svid = loop {
+        match client.sign_with_token().await {
+            Ok(svid) => break svid,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                let delay = backoff.next_delay(unit_random());
+                tracing::warn!(
+                    address = %config.address,
+                    error = %crate::error_chain(&e),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "first SVID: controller unavailable"
+                );
+                tokio::time::sleep(delay).await;
+            }
+            Err(source) => {
+                return Err(BootstrapError::Sign {
+                    address: config.address.clone(),
+                    source,
+                })
+            }
+        }
+    };
+    tracing::info!(id = %svid.id(), not_after = ?svid.not_after(), "SVID from the controller");
+    let source =
+        SvidSource::new(svid, trust_bundle::crypto_provider()).map_err(BootstrapError::Svid)?;
+    Ok(Bootstrapped {
+        source,
+        store,
+        client,
+        target,
+    })
+}

@@ -24,6 +24,7 @@
 pub mod admin;
 pub mod backoff;
 pub mod config;
+pub mod control;
 pub mod endpoint;
 pub mod forward;
 pub mod gateway;

@@ -1,0 +1,236 @@
+//! The gateway's config from the controller (config section
+//! `control_plane`): CDS (wildcard) and EDS for the gateway-role clusters.
+//!
+//! - `peer|<cluster>` clusters become `peers`: cluster metadata
+//!   `isthmus.dev/cluster` carries `trust_domain`, optional `spiffe_id`,
+//!   `transport` (`quic` | `tcp-tls`) and `tcp_address`; the peer gateway's
+//!   address is the first usable endpoint of the cluster's inline
+//!   `load_assignment` or of the ClusterLoadAssignment of the same name.
+//! - `export|<port>||<svc>.<ns>` clusters become `exports`: metadata
+//!   `exported_to` (list of peer clusters) and `service` (`ns/name`),
+//!   endpoints from the ClusterLoadAssignment of the same name (identity
+//!   metadata `isthmus.dev/identity`, locality region/zone).
+//!
+//! [`from_xds`] is pure; the result goes through
+//! [`crate::Config::with_dynamic`], i.e. the same validation as the file,
+//! and then the gateway's reload path. Resources that do not parse are
+//! NACKed by [`validator`]; a set that parses but does not validate as a
+//! whole (e.g. a peer without an address yet) keeps the last good config.
+
+use std::collections::BTreeSet;
+
+use mesh_api::ads_client::{AdsSnapshot, Subscriptions, Validator};
+use mesh_api::envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use mesh_api::envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use mesh_api::envoy_types::pb::google::protobuf::Any;
+use mesh_api::xds::{CLUSTER_METADATA, CLUSTER_TYPE, ENDPOINT_TYPE, IDENTITY_METADATA};
+use mesh_api::xds_decode;
+use prost::Message;
+
+use crate::config::{Locality, RawEndpoint, RawExport, RawPeer, RawTransport};
+
+/// CDS wildcard, and EDS for every `peer|`/`export|` cluster held.
+pub fn subscriptions(snapshot: &AdsSnapshot) -> Subscriptions {
+    let names: BTreeSet<String> = snapshot
+        .types
+        .get(CLUSTER_TYPE)
+        .map(|r| {
+            r.resources
+                .keys()
+                .filter(|n| n.starts_with("peer|") || n.starts_with("export|"))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut subs = Subscriptions::from([(CLUSTER_TYPE.to_owned(), BTreeSet::new())]);
+    if !names.is_empty() {
+        subs.insert(ENDPOINT_TYPE.to_owned(), names);
+    }
+    subs
+}
+
+/// NACKs resources that do not parse (per resource; cross-resource rules
+/// are checked when the config is built).
+pub fn validator() -> Validator {
+    std::sync::Arc::new(|type_url: &str, set| {
+        for (name, any) in set {
+            check(type_url, name, any).map_err(|e| format!("{name}: {e}"))?;
+        }
+        Ok(())
+    })
+}
+
+fn check(type_url: &str, name: &str, any: &Any) -> Result<(), String> {
+    if type_url == CLUSTER_TYPE {
+        let c = Cluster::decode(any.value.as_slice()).map_err(|e| e.to_string())?;
+        if let Some(peer) = name.strip_prefix("peer|") {
+            peer_facts(peer, &c)?;
+        } else if name.starts_with("export|") {
+            export_facts(name, &c)?;
+        }
+    } else if type_url == ENDPOINT_TYPE {
+        let cla = ClusterLoadAssignment::decode(any.value.as_slice()).map_err(|e| e.to_string())?;
+        if name.starts_with("export|") {
+            endpoints(&cla)?;
+        } else {
+            first_address(&cla)?;
+        }
+    }
+    Ok(())
+}
+
+/// `peers` and `exports` from accepted resources. Peers without an address
+/// yet are left out (their EDS may still come), and so are `exported_to`
+/// entries naming clusters that are not peers.
+///
+/// # Errors
+/// A lowercase message naming the resource at fault.
+pub fn from_xds(snapshot: &AdsSnapshot) -> Result<(Vec<RawPeer>, Vec<RawExport>), String> {
+    let clusters = snapshot
+        .decode::<Cluster>(CLUSTER_TYPE)
+        .map_err(|e| mesh_api::error_chain(&e))?;
+    let clas = snapshot
+        .decode::<ClusterLoadAssignment>(ENDPOINT_TYPE)
+        .map_err(|e| mesh_api::error_chain(&e))?;
+    let mut peers = Vec::new();
+    for (name, c) in &clusters {
+        let Some(peer) = name.strip_prefix("peer|") else {
+            continue;
+        };
+        let mut raw = peer_facts(peer, c).map_err(|e| format!("{name}: {e}"))?;
+        let inline = c
+            .load_assignment
+            .as_ref()
+            .filter(|l| !l.endpoints.is_empty());
+        let address = match inline.or_else(|| clas.get(name)) {
+            Some(cla) => first_address(cla).map_err(|e| format!("{name}: {e}"))?,
+            None => None,
+        };
+        let Some(address) = address else {
+            tracing::info!(peer, "peer has no gateway address yet; left out");
+            continue;
+        };
+        raw.address = address;
+        peers.push(raw);
+    }
+    let peer_names: BTreeSet<&str> = peers.iter().map(|p| p.cluster.as_str()).collect();
+    let mut exports = Vec::new();
+    for (name, c) in &clusters {
+        if !name.starts_with("export|") {
+            continue;
+        }
+        let mut raw = export_facts(name, c).map_err(|e| format!("{name}: {e}"))?;
+        raw.exported_to.retain(|p| peer_names.contains(p.as_str()));
+        let inline = c
+            .load_assignment
+            .as_ref()
+            .filter(|l| !l.endpoints.is_empty());
+        if let Some(cla) = inline.or_else(|| clas.get(name)) {
+            raw.endpoints = endpoints(cla).map_err(|e| format!("{name}: {e}"))?;
+        }
+        exports.push(raw);
+    }
+    Ok((peers, exports))
+}
+
+/// A peer's facts from its cluster metadata (address left empty).
+fn peer_facts(peer: &str, c: &Cluster) -> Result<RawPeer, String> {
+    let at = |e: String| format!("metadata.{CLUSTER_METADATA}.{e}");
+    let md = xds_decode::filter(c.metadata.as_ref(), CLUSTER_METADATA)
+        .ok_or_else(|| format!("metadata.{CLUSTER_METADATA}: missing"))?;
+    let trust_domain = xds_decode::string_field(md, "trust_domain").map_err(at)?;
+    let spiffe_id = xds_decode::opt_string_field(md, "spiffe_id").map_err(at)?;
+    let transport = match xds_decode::opt_string_field(md, "transport").map_err(at)? {
+        None | Some("quic") => None,
+        Some("tcp-tls") => Some(RawTransport::TcpTls),
+        Some(other) => return Err(at(format!("transport: {other:?} is not quic or tcp-tls"))),
+    };
+    let tcp_address = xds_decode::opt_string_field(md, "tcp_address").map_err(at)?;
+    Ok(RawPeer {
+        cluster: peer.to_owned(),
+        trust_domain: trust_domain.to_owned(),
+        address: String::new(),
+        spiffe_id: spiffe_id.map(str::to_owned),
+        transport,
+        tcp_address: tcp_address.map(str::to_owned),
+    })
+}
+
+/// An export's facts from its name and cluster metadata (no endpoints).
+fn export_facts(name: &str, c: &Cluster) -> Result<RawExport, String> {
+    let (port, host) = name
+        .strip_prefix("export|")
+        .and_then(|r| r.split_once("||"))
+        .ok_or_else(|| "not export|<port>||<svc>.<ns>".to_owned())?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("port {port:?} in the name is not 1-65535"))?;
+    let (svc, ns) = host
+        .split_once('.')
+        .ok_or_else(|| format!("{host:?} in the name is not <svc>.<ns>"))?;
+    let at = |e: String| format!("metadata.{CLUSTER_METADATA}.{e}");
+    let md = xds_decode::filter(c.metadata.as_ref(), CLUSTER_METADATA)
+        .ok_or_else(|| format!("metadata.{CLUSTER_METADATA}: missing"))?;
+    let service = match xds_decode::opt_string_field(md, "service").map_err(at)? {
+        Some(s) => s.to_owned(),
+        None => format!("{ns}/{svc}"),
+    };
+    if service != format!("{ns}/{svc}") {
+        return Err(at(format!(
+            "service: {service:?} does not match the name's {ns}/{svc}"
+        )));
+    }
+    let exported_to = xds_decode::string_list_field(md, "exported_to").map_err(at)?;
+    Ok(RawExport {
+        service,
+        port,
+        exported_to,
+        endpoints: Vec::new(),
+    })
+}
+
+/// The `host:port` of the first usable endpoint, if any.
+fn first_address(cla: &ClusterLoadAssignment) -> Result<Option<String>, String> {
+    for (i, loc) in cla.endpoints.iter().enumerate() {
+        for (j, lb) in loc.lb_endpoints.iter().enumerate() {
+            if !xds_decode::is_usable(lb) {
+                continue;
+            }
+            let a = xds_decode::socket_addr(lb)
+                .map_err(|e| format!("endpoints[{i}].lb_endpoints[{j}].{e}"))?;
+            return Ok(Some(a.to_string()));
+        }
+    }
+    Ok(None)
+}
+
+/// An export's endpoints (usable ones, identity metadata required).
+fn endpoints(cla: &ClusterLoadAssignment) -> Result<Vec<RawEndpoint>, String> {
+    let mut out = Vec::new();
+    for (i, loc) in cla.endpoints.iter().enumerate() {
+        let locality = loc.locality.clone().unwrap_or_default();
+        for (j, lb) in loc.lb_endpoints.iter().enumerate() {
+            if !xds_decode::is_usable(lb) {
+                continue;
+            }
+            let path = format!("endpoints[{i}].lb_endpoints[{j}]");
+            let address = xds_decode::socket_addr(lb).map_err(|e| format!("{path}.{e}"))?;
+            let md = xds_decode::filter(lb.metadata.as_ref(), IDENTITY_METADATA)
+                .ok_or_else(|| format!("{path}.metadata.{IDENTITY_METADATA}: missing"))?;
+            let id = xds_decode::string_field(md, "spiffe_id")
+                .map_err(|e| format!("{path}.metadata.{IDENTITY_METADATA}.{e}"))?;
+            let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+            let locality =
+                (!locality.region.is_empty() || !locality.zone.is_empty()).then(|| Locality {
+                    region: some(&locality.region),
+                    zone: some(&locality.zone),
+                });
+            out.push(RawEndpoint {
+                address: address.to_string(),
+                spiffe_id: id.to_owned(),
+                locality,
+            });
+        }
+    }
+    Ok(out)
+}

@@ -234,3 +234,202 @@ fn endpoints(cla: &ClusterLoadAssignment) -> Result<Vec<RawEndpoint>, String> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use mesh_api::ads_client::Resources;
+    use mesh_api::envoy_types::pb::envoy::config::core::v3::{
+        address, socket_address, Address, Metadata, SocketAddress,
+    };
+    use mesh_api::envoy_types::pb::envoy::config::endpoint::v3::{
+        lb_endpoint, Endpoint, LbEndpoint, LocalityLbEndpoints,
+    };
+    use mesh_api::envoy_types::pb::google::protobuf::{value, ListValue, Struct, Value};
+    use mesh_api::xds_decode::string_struct;
+
+    use super::*;
+
+    fn cluster(name: &str, md: Struct, addr: Option<&str>) -> Any {
+        let load_assignment = addr.map(|a| ClusterLoadAssignment {
+            cluster_name: name.into(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![lb(a, None)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        Any {
+            type_url: CLUSTER_TYPE.into(),
+            value: Cluster {
+                name: name.into(),
+                metadata: Some(Metadata {
+                    filter_metadata: [(CLUSTER_METADATA.to_owned(), md)].into(),
+                    ..Default::default()
+                }),
+                load_assignment,
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        }
+    }
+
+    fn lb(addr: &str, id: Option<&str>) -> LbEndpoint {
+        let sa: std::net::SocketAddr = addr.parse().unwrap();
+        LbEndpoint {
+            host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                address: Some(Address {
+                    address: Some(address::Address::SocketAddress(SocketAddress {
+                        address: sa.ip().to_string(),
+                        port_specifier: Some(socket_address::PortSpecifier::PortValue(
+                            sa.port().into(),
+                        )),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            })),
+            metadata: id.map(|id| Metadata {
+                filter_metadata: [(
+                    IDENTITY_METADATA.to_owned(),
+                    string_struct([("spiffe_id", id)]),
+                )]
+                .into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn list(items: &[&str]) -> Value {
+        Value {
+            kind: Some(value::Kind::ListValue(ListValue {
+                values: items
+                    .iter()
+                    .map(|s| Value {
+                        kind: Some(value::Kind::StringValue((*s).to_owned())),
+                    })
+                    .collect(),
+            })),
+        }
+    }
+
+    fn snapshot(clusters: Vec<Any>, clas: Vec<ClusterLoadAssignment>) -> AdsSnapshot {
+        let named = |v: Vec<(String, Any)>| Resources {
+            version: "1".into(),
+            resources: v.into_iter().collect::<BTreeMap<_, _>>(),
+        };
+        let cds = clusters
+            .into_iter()
+            .map(|a| (Cluster::decode(a.value.as_slice()).unwrap().name, a))
+            .collect();
+        let eds = clas
+            .into_iter()
+            .map(|c| {
+                (
+                    c.cluster_name.clone(),
+                    Any {
+                        type_url: ENDPOINT_TYPE.into(),
+                        value: c.encode_to_vec(),
+                    },
+                )
+            })
+            .collect();
+        AdsSnapshot {
+            types: [
+                (CLUSTER_TYPE.to_owned(), named(cds)),
+                (ENDPOINT_TYPE.to_owned(), named(eds)),
+            ]
+            .into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn peers_exports_and_their_endpoints() {
+        let mut export_md = string_struct([("service", "default/web")]);
+        export_md
+            .fields
+            .insert("exported_to".into(), list(&["cluster-b", "cluster-gone"]));
+        let snap = snapshot(
+            vec![
+                cluster(
+                    "peer|cluster-b",
+                    string_struct([
+                        ("trust_domain", "cluster-b.mesh"),
+                        ("transport", "tcp-tls"),
+                        ("tcp_address", "127.0.0.2:15444"),
+                    ]),
+                    Some("127.0.0.2:15443"),
+                ),
+                // No address yet: left out, and so is it from exported_to.
+                cluster(
+                    "peer|cluster-c",
+                    string_struct([("trust_domain", "cluster-c.mesh")]),
+                    None,
+                ),
+                cluster("export|8080||web.default", export_md, None),
+                cluster(
+                    "outbound|80||x.y.svc.clusterset.local",
+                    Struct::default(),
+                    None,
+                ),
+            ],
+            vec![ClusterLoadAssignment {
+                cluster_name: "export|8080||web.default".into(),
+                endpoints: vec![LocalityLbEndpoints {
+                    lb_endpoints: vec![lb(
+                        "127.0.0.9:15006",
+                        Some("spiffe://cluster-a.mesh/ns/default/sa/web"),
+                    )],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        );
+        let (peers, exports) = from_xds(&snap).unwrap();
+        assert_eq!(peers.len(), 1);
+        assert_eq!(peers[0].cluster, "cluster-b");
+        assert_eq!(peers[0].address, "127.0.0.2:15443");
+        assert_eq!(peers[0].transport, Some(RawTransport::TcpTls));
+        assert_eq!(peers[0].tcp_address.as_deref(), Some("127.0.0.2:15444"));
+        assert_eq!(exports.len(), 1);
+        assert_eq!(
+            (exports[0].service.as_str(), exports[0].port),
+            ("default/web", 8080)
+        );
+        assert_eq!(exports[0].exported_to, vec!["cluster-b"]);
+        assert_eq!(exports[0].endpoints[0].address, "127.0.0.9:15006");
+
+        let subs = subscriptions(&snap);
+        assert!(subs[CLUSTER_TYPE].is_empty(), "CDS is a wildcard");
+        assert_eq!(subs[ENDPOINT_TYPE].len(), 3);
+    }
+
+    #[test]
+    fn malformed_gateway_clusters_are_refused_by_the_validator() {
+        let v = validator();
+        let bad_transport = cluster(
+            "peer|b",
+            string_struct([("trust_domain", "b.mesh"), ("transport", "udp")]),
+            None,
+        );
+        let set: BTreeMap<String, Any> = [("peer|b".to_owned(), bad_transport)].into();
+        let e = v(CLUSTER_TYPE, &set).unwrap_err();
+        assert!(e.contains("transport"), "{e}");
+        let mismatch = cluster(
+            "export|80||web.default",
+            {
+                let mut s = string_struct([("service", "other/web")]);
+                s.fields.insert("exported_to".into(), list(&[]));
+                s
+            },
+            None,
+        );
+        let set: BTreeMap<String, Any> = [("export|80||web.default".to_owned(), mismatch)].into();
+        assert!(v(CLUSTER_TYPE, &set)
+            .unwrap_err()
+            .contains("does not match"));
+    }
+}

@@ -406,7 +406,11 @@ fn dynamic_peers_and_exports_are_validated_like_the_file() {
         endpoints: vec![],
     };
     let next = c
-        .with_dynamic(&[peer.clone()], &[export.clone()], "control plane")
+        .with_dynamic(
+            std::slice::from_ref(&peer),
+            std::slice::from_ref(&export),
+            "control plane",
+        )
         .unwrap();
     assert!(next.peers.contains_key("cluster-b"));
     assert_eq!(next.exports.len(), 1);

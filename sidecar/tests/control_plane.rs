@@ -16,11 +16,14 @@ use mesh_api::envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
 };
 use mesh_api::envoy_types::pb::google::protobuf::Any;
-use mesh_api::fake::{FakeControlPlane, FakeState};
+use mesh_api::fake::{FakeControlPlane, FakeState, FakeTls};
 use mesh_api::xds::{self, ENDPOINT_TYPE, IDENTITY_METADATA};
 use mesh_api::xds_decode::string_struct;
 use prost::Message;
-use trust_bundle::{CertificateAuthority, SpiffeId, TrustDomain};
+use std::time::SystemTime;
+use trust_bundle::{
+    BundleMap, BundleStore, CertificateAuthority, SpiffeId, SvidRequest, SvidSource, TrustDomain,
+};
 
 fn cla(endpoint: SocketAddr, spiffe_id: &str) -> Any {
     let lb = LbEndpoint {
@@ -86,6 +89,17 @@ async fn app_of(out: SocketAddr) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalog_from_the_control_plane_survives_its_loss_and_follows_changes() {
+    run(false).await;
+}
+
+/// The same over SPIFFE TLS: the controller's SVID is checked against the
+/// bootstrap bundles, ADS and Register present the SVID it signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_over_spiffe_tls() {
+    run(true).await;
+}
+
+async fn run(tls: bool) {
     let pki = Pki::new();
     let (cert, key) = pki.ca_a.to_pem();
     let ca = CertificateAuthority::from_pem(
@@ -114,20 +128,44 @@ async fn catalog_from_the_control_plane_survives_its_loss_and_follows_changes() 
     )
     .await;
 
+    let fake_tls = tls.then(|| {
+        let controller = pki
+            .ca_a
+            .issue(
+                &SvidRequest::new(
+                    SpiffeId::parse(&format!("spiffe://{TD}/ns/isthmus-system/sa/controller"))
+                        .unwrap(),
+                ),
+                SystemTime::now(),
+            )
+            .unwrap();
+        let map =
+            BundleMap::from_json(&std::fs::read(pki.path().join("bundles.json")).unwrap()).unwrap();
+        FakeTls {
+            source: SvidSource::new(controller, trust_bundle::crypto_provider()).unwrap(),
+            store: BundleStore::from_map(&map),
+        }
+    });
     state.set_resources(ENDPOINT_TYPE, "1", vec![cla(back1_in, &id("backend"))]);
-    let fake = FakeControlPlane::start("127.0.0.1:0".parse().unwrap(), state.clone(), None).await;
+    let fake = FakeControlPlane::start(
+        "127.0.0.1:0".parse().unwrap(),
+        state.clone(),
+        fake_tls.clone(),
+    )
+    .await;
     let cp = fake.addr();
 
     let front_yaml = format!(
         "cluster: cluster-a\n\
 identity:\n  spiffe_id: {front}\n  bundles: bundles.json\n\
 admin: {front_admin}\n\
-control_plane:\n  address: \"{cp}\"\n  join_token_file: token\n  danger_plaintext: true\n  initial_backoff_ms: 20\n  max_backoff_ms: 200\n  register: {{ name: frontend-1, service: frontend, ports: [{{ port: 80, target_port: {fport}, protocol: http }}], lease_seconds: 30 }}\n\
+control_plane:\n  address: \"{cp}\"\n  join_token_file: token\n  danger_plaintext: {plaintext}\n  initial_backoff_ms: 20\n  max_backoff_ms: 200\n  register: {{ name: frontend-1, service: frontend, ports: [{{ port: 80, target_port: {fport}, protocol: http }}], lease_seconds: 30 }}\n\
 outbound:\n  - {{ listen: \"{out_http}\", service: default/backend, port: 8080, protocol: http }}\n\
 inbound:\n  - {{ listen: \"{front_in}\", protocol: http, app: \"{app}\", allow: [] }}\n\
 timeouts: {{ connect_ms: 2000 }}\n",
         front = id("frontend"),
         fport = front_in.port(),
+        plaintext = !tls,
         app = one.addr,
     );
     let (front, _) = start_sidecar(&pki, "front", &front_yaml).await;
@@ -154,6 +192,17 @@ timeouts: {{ connect_ms: 2000 }}\n",
     assert_eq!(reg.address, front_in.ip().to_string());
     assert_eq!(reg.ports[0].target_port, u32::from(front_in.port()));
 
+    let ads_peer = state.ads_peers.lock().unwrap()[0].clone();
+    if tls {
+        assert_eq!(
+            ads_peer.map(|p| p.to_string()),
+            Some(id("frontend")),
+            "ADS over mTLS"
+        );
+    } else {
+        assert!(ads_peer.is_none());
+    }
+
     // The controller dies: the last good catalog keeps serving.
     fake.stop().await;
     for _ in 0..5 {
@@ -162,7 +211,7 @@ timeouts: {{ connect_ms: 2000 }}\n",
 
     // It returns with the endpoint moved: the sidecar reconnects and follows.
     state.set_resources(ENDPOINT_TYPE, "2", vec![cla(back2_in, &id("backend"))]);
-    let fake = FakeControlPlane::start(cp, state.clone(), None).await;
+    let fake = FakeControlPlane::start(cp, state.clone(), fake_tls).await;
     assert!(
         eventually(|| async { app_of(out_http).await.as_deref() == Some("two") }).await,
         "the sidecar did not follow the changed endpoint"

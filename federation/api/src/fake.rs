@@ -59,6 +59,8 @@ pub struct FakeState {
     pub registered: Mutex<Vec<RegisterRequest>>,
     /// Every Deregister call.
     pub deregistered: Mutex<Vec<String>>,
+    /// The verified client SPIFFE ID (if any) of every ADS stream opened.
+    pub ads_peers: Mutex<Vec<Option<SpiffeId>>>,
     /// The bundle map served: `(version, json)`.
     pub bundles: watch::Sender<(u64, String)>,
     stream_end: watch::Sender<u64>,
@@ -78,6 +80,7 @@ impl FakeState {
             signed: Mutex::new(Vec::new()),
             registered: Mutex::new(Vec::new()),
             deregistered: Mutex::new(Vec::new()),
+            ads_peers: Mutex::new(Vec::new()),
             bundles: watch::channel((0, String::new())).0,
             stream_end: watch::channel(0).0,
         })
@@ -384,6 +387,7 @@ impl AggregatedDiscoveryService for FakeAds {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
+        self.state.ads_peers.lock().unwrap().push(peer_id(&request));
         let mut incoming = request.into_inner();
         let state = self.state.clone();
         let (tx, rx) = mpsc::unbounded_channel::<Result<DiscoveryResponse, Status>>();

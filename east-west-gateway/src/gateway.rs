@@ -65,7 +65,16 @@ impl StartError {
     /// Whether the config is at fault (exit status 2) rather than the
     /// environment.
     pub fn is_config_error(&self) -> bool {
-        matches!(self, StartError::Identity(_))
+        matches!(
+            self,
+            StartError::Identity(_)
+                | StartError::ControlPlane(
+                    BootstrapError::Read { .. }
+                        | BootstrapError::Bundles { .. }
+                        | BootstrapError::OwnBundleMissing { .. }
+                        | BootstrapError::EmptyToken(_)
+                )
+        )
     }
 }
 

@@ -9,6 +9,7 @@ use clap::Parser;
 use prometheus_client::registry::Registry;
 
 use crate::config::{Config, WorkerThreads};
+use crate::control::ControlError;
 use crate::errors::error_chain;
 use crate::runtime::{Sidecar, StartError};
 
@@ -93,6 +94,15 @@ async fn run(config: Config, path: PathBuf) -> ExitCode {
         Err(e) => {
             return match e {
                 StartError::Identity(e) => {
+                    tracing::error!("invalid config: {}: {}", path_shown, error_chain(&e));
+                    ExitCode::from(EXIT_BAD_CONFIG)
+                }
+                StartError::ControlPlane(
+                    e @ (ControlError::Read { .. }
+                    | ControlError::Bundles { .. }
+                    | ControlError::OwnBundleMissing { .. }
+                    | ControlError::EmptyToken(_)),
+                ) => {
                     tracing::error!("invalid config: {}: {}", path_shown, error_chain(&e));
                     ExitCode::from(EXIT_BAD_CONFIG)
                 }

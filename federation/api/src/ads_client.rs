@@ -544,7 +544,8 @@ impl Driver {
                         let accepted = self.state.accepted().clone();
                         let nack = outcome.nack.clone();
                         let changed = outcome.changed;
-                        let first = !self.snapshot.borrow().types.contains_key(&type_url);
+                        let first = nack.is_none()
+                            && !self.snapshot.borrow().types.contains_key(&type_url);
                         self.publish(|s| {
                             if changed || first || s.types != accepted {
                                 s.types = accepted;

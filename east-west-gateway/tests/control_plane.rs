@@ -23,6 +23,7 @@ use mesh_api::xds::{self, CLUSTER_METADATA, CLUSTER_TYPE, ENDPOINT_TYPE, IDENTIT
 use mesh_api::xds_decode::string_struct;
 use prost::Message;
 use trust_bundle::{CertificateAuthority, SpiffeId, TrustDomain};
+use tunnel_proto::OpenerEvent;
 
 fn lb(addr: SocketAddr, identity: Option<&str>) -> LbEndpoint {
     LbEndpoint {
@@ -197,6 +198,23 @@ reconnect: {{ initial_backoff_ms: 50, max_backoff_ms: 500 }}\n",
         },
     )
     .await?;
+
+    // A local sidecar's stream crosses to cluster-b over the peer that only
+    // xDS named.
+    let sc = Sidecar::connect(&a, &[&a], gw_a.quic_addr()).await?;
+    let (ev, mut send, mut recv) = sc
+        .open(&header(
+            "cluster-b",
+            "default/echo",
+            8080,
+            &b.workload_id("echo"),
+        ))
+        .await?;
+    assert!(matches!(ev, OpenerEvent::Accepted { .. }), "{ev:?}");
+    send.write_all(b"ping").await?;
+    let mut buf = [0u8; 4];
+    recv.read_exact(&mut buf).await?;
+    assert_eq!(&buf, b"ping");
 
     // A malformed peer is NACKed and changes nothing.
     state.set_resources(

@@ -2,7 +2,9 @@
 //! identity, binds the QUIC, TCP+TLS (if `tcp_listen`) and admin listeners
 //! and starts the peer pool;
 //! [`Gateway::reload`] swaps config atomically; [`Gateway::drain`] stops
-//! gracefully.
+//! gracefully. With a `control_plane` section the SVID comes from the
+//! controller and `peers`/`exports` from its xDS ([`crate::control`]),
+//! applied through the same swap as a reload.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
@@ -13,7 +15,6 @@ use mesh_api::ads_client::{AdsClient, AdsConfig, AdsSnapshot, Backoff, Subscript
 use mesh_api::envoy_types::pb::envoy::config::core::v3::Node;
 use mesh_api::envoy_types::pb::google::protobuf::{value, Struct, Value};
 use mesh_api::identity_client::{self, BootstrapConfig, BootstrapError};
-
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

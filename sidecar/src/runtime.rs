@@ -12,15 +12,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use mesh_api::ads_client::{AdsSnapshot, Backoff};
 use prometheus_client::registry::Registry;
 use rustls::ServerConfig;
-use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::Instrument;
-
-use mesh_api::ads_client::{AdsSnapshot, Backoff};
 use trust_bundle::config::{IdentityConfigError, LoadedIdentity};
 use trust_bundle::rotation::RenewalPolicy;
 use trust_bundle::source::{SvidIssuer, SystemClock};

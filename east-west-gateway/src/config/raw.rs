@@ -65,7 +65,7 @@ pub struct RawControlPlane {
     pub max_backoff_ms: Option<u64>,
 }
 
-/// The `identity` section (mirrors [`IdentityConfig`], which is not
+/// The `identity` section (mirrors [`trust_bundle::config::IdentityConfig`], which is not
 /// serializable).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -2,7 +2,7 @@
 //! HTTP/2 over TLS/TCP for a peer whose `transport` is `tcp-tls`), kept up
 //! by a task per peer that connects eagerly, reconnects with jittered
 //! exponential backoff ([`crate::backoff`]), and resolves DNS names with
-//! hickory, re-resolving when the answer's TTL ends ([`resolve`]).
+//! hickory, re-resolving when the answer's TTL ends (the `resolve` module).
 //!
 //! A stream asks the pool for a peer's connection: it gets the live one,
 //! waits (bounded) while a first attempt is under way, or fails at once

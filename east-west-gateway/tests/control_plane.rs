@@ -216,6 +216,17 @@ reconnect: {{ initial_backoff_ms: 50, max_backoff_ms: 500 }}\n",
     recv.read_exact(&mut buf).await?;
     assert_eq!(&buf, b"ping");
 
+    // Reloading the file keeps the xDS peers and exports; a changed
+    // control_plane section needs a restart.
+    gw_a.reload(a.config(&yaml))?;
+    assert!(gw_a.config().peers.contains_key("cluster-b"));
+    assert_eq!(gw_a.config().exports.len(), 1);
+    let changed = a.config(&yaml.replace("max_backoff_ms: 200", "max_backoff_ms: 300"));
+    let refused = gw_a
+        .reload(changed)
+        .expect_err("control_plane change accepted");
+    assert!(refused.to_string().contains("control_plane"), "{refused}");
+
     // A malformed peer is NACKed and changes nothing.
     state.set_resources(
         CLUSTER_TYPE,

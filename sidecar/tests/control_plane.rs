@@ -168,7 +168,7 @@ timeouts: {{ connect_ms: 2000 }}\n",
         plaintext = !tls,
         app = one.addr,
     );
-    let (front, _) = start_sidecar(&pki, "front", &front_yaml).await;
+    let (front, front_path) = start_sidecar(&pki, "front", &front_yaml).await;
 
     // The SVID came from the controller, by join token.
     let signed = state.signed.lock().unwrap().clone();
@@ -216,6 +216,25 @@ timeouts: {{ connect_ms: 2000 }}\n",
         eventually(|| async { app_of(out_http).await.as_deref() == Some("two") }).await,
         "the sidecar did not follow the changed endpoint"
     );
+
+    // A SIGHUP-style reload of the unchanged file keeps the xDS catalog; a
+    // changed control_plane section is refused.
+    front.reload().await.expect("reload of the same file");
+    assert_eq!(app_of(out_http).await.as_deref(), Some("two"));
+    std::fs::write(
+        &front_path,
+        front_yaml.replace("max_backoff_ms: 200", "max_backoff_ms: 300"),
+    )
+    .unwrap();
+    let refused = front
+        .reload()
+        .await
+        .expect_err("control_plane change accepted");
+    assert!(
+        refused.to_string().starts_with("control_plane"),
+        "{refused}"
+    );
+    std::fs::write(&front_path, &front_yaml).unwrap();
 
     // An invalid update is NACKed and changes nothing.
     state.set_resources(ENDPOINT_TYPE, "3", vec![cla(back1_in, "not-a-spiffe-id")]);

@@ -145,6 +145,8 @@ pub struct SotwState {
     node: Node,
     subscriptions: Subscriptions,
     accepted: BTreeMap<String, Resources>,
+    /// The nonce of the latest response per type on the current stream.
+    nonces: BTreeMap<String, String>,
 }
 
 impl SotwState {
@@ -154,6 +156,7 @@ impl SotwState {
             node,
             subscriptions,
             accepted: BTreeMap::new(),
+            nonces: BTreeMap::new(),
         }
     }
 
@@ -164,21 +167,36 @@ impl SotwState {
 
     /// The requests that open a (new) stream: one per subscribed type, with
     /// the last accepted version and no nonce.
-    pub fn handle_connected(&self) -> Vec<DiscoveryRequest> {
+    pub fn handle_connected(&mut self) -> Vec<DiscoveryRequest> {
+        self.nonces.clear();
         self.subscriptions
             .keys()
             .map(|t| self.request(t, String::new(), None))
             .collect()
     }
 
-    /// Replaces the subscriptions; returns the requests to send now (one per
-    /// type whose name set changed). Resources of types or names no longer
+    /// Replaces the subscriptions; returns the requests to send now: one
+    /// per type whose name set changed (carrying the type's latest nonce, as
+    /// the spec asks of every request after the first), and for each type
+    /// no longer wanted one with no names (unsubscribe; never sent for a
+    /// type that was a wildcard). Resources of types or names no longer
     /// subscribed are dropped from what is held.
     pub fn handle_subscriptions(&mut self, subscriptions: Subscriptions) -> Vec<DiscoveryRequest> {
         let mut out = Vec::new();
         for (t, names) in &subscriptions {
             if self.subscriptions.get(t) != Some(names) {
                 out.push((t.clone(), names.clone()));
+            }
+        }
+        let mut unsubscribe = Vec::new();
+        for (t, names) in &self.subscriptions {
+            if !subscriptions.contains_key(t) && !names.is_empty() {
+                unsubscribe.push(DiscoveryRequest {
+                    node: Some(self.node.clone()),
+                    type_url: t.clone(),
+                    response_nonce: self.nonces.get(t).cloned().unwrap_or_default(),
+                    ..Default::default()
+                });
             }
         }
         self.accepted.retain(|t, _| subscriptions.contains_key(t));
@@ -190,9 +208,15 @@ impl SotwState {
             }
         }
         self.subscriptions = subscriptions;
-        out.into_iter()
-            .map(|(t, _)| self.request(&t, String::new(), None))
-            .collect()
+        let mut requests: Vec<DiscoveryRequest> = out
+            .into_iter()
+            .map(|(t, _)| {
+                let nonce = self.nonces.get(&t).cloned().unwrap_or_default();
+                self.request(&t, nonce, None)
+            })
+            .collect();
+        requests.extend(unsubscribe);
+        requests
     }
 
     /// Handles one response: decodes names, merges or replaces per type,
@@ -203,6 +227,7 @@ impl SotwState {
         validate: &ValidateFn,
     ) -> ResponseOutcome {
         let type_url = response.type_url.clone();
+        self.nonces.insert(type_url.clone(), response.nonce.clone());
         let candidate = self.candidate(&response).and_then(|set| {
             validate(&type_url, &set)?;
             Ok(set)
@@ -761,6 +786,7 @@ mod tests {
         assert_eq!(reqs.len(), 1);
         assert_eq!(reqs[0].resource_names, vec!["b"]);
         assert_eq!(reqs[0].version_info, "1");
+        assert_eq!(reqs[0].response_nonce, "n", "the latest nonce of the type");
         assert_eq!(
             s.accepted()[ENDPOINT_TYPE]
                 .resources

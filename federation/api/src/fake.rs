@@ -396,6 +396,8 @@ impl AggregatedDiscoveryService for FakeAds {
             let mut end = state.stream_end.subscribe();
             // Per type: the version last sent on this stream.
             let mut sent: BTreeMap<String, String> = BTreeMap::new();
+            // Per type: the names last requested on this stream.
+            let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
             let mut nonce = 0u64;
             let mut send = |type_url: &str,
                             all: &BTreeMap<String, (String, Vec<Any>)>,
@@ -419,7 +421,11 @@ impl AggregatedDiscoveryService for FakeAds {
                     r = incoming.next() => {
                         let Some(Ok(r)) = r else { return };
                         let _ = state.requests_tx.send(r.clone());
-                        if r.response_nonce.is_empty() {
+                        // A new subscription (no nonce) or a changed name
+                        // list gets the current resources of the type.
+                        let changed_names = names.get(&r.type_url) != Some(&r.resource_names);
+                        names.insert(r.type_url.clone(), r.resource_names.clone());
+                        if r.response_nonce.is_empty() || changed_names {
                             let all = resources.borrow_and_update().clone();
                             send(&r.type_url, &all, &mut sent);
                         }

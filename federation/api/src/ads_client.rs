@@ -22,6 +22,11 @@
 //! - After a reconnect every subscription is sent again with the last
 //!   accepted version and no nonce; the resources held stay published until
 //!   the server sends new ones (last good config across controller loss).
+//! - A changed name list is sent at once with the type's last accepted
+//!   version and latest nonce (the server answers the new list); a type no
+//!   longer wanted gets one request with an empty name list (unsubscribe).
+//!   The first request of a type is never empty unless it is meant as a
+//!   wildcard (LDS/CDS).
 //!
 //! Structure: [`SotwState`] is the sans-IO core (requests out, responses in,
 //! no clock, no socket); [`AdsClient`] is the thin tokio driver that owns

@@ -4,8 +4,9 @@
 //! - `peer|<cluster>` clusters become `peers`: cluster metadata
 //!   `isthmus.dev/cluster` carries `trust_domain`, optional `spiffe_id`,
 //!   `transport` (`quic` | `tcp-tls`) and `tcp_address`; the peer gateway's
-//!   address is the first usable endpoint of the cluster's inline
-//!   `load_assignment` or of the ClusterLoadAssignment of the same name.
+//!   address (an IP or a DNS name, `STRICT_DNS`) is the first usable
+//!   endpoint of the cluster's inline `load_assignment` or of the
+//!   ClusterLoadAssignment of the same name.
 //! - `export|<port>||<svc>.<ns>` clusters become `exports`: metadata
 //!   `exported_to` (list of peer clusters) and `service` (`ns/name`),
 //!   endpoints from the ClusterLoadAssignment of the same name (identity
@@ -196,9 +197,9 @@ fn first_address(cla: &ClusterLoadAssignment) -> Result<Option<String>, String> 
             if !xds_decode::is_usable(lb) {
                 continue;
             }
-            let a = xds_decode::socket_addr(lb)
+            let a = xds_decode::host_port(lb)
                 .map_err(|e| format!("endpoints[{i}].lb_endpoints[{j}].{e}"))?;
-            return Ok(Some(a.to_string()));
+            return Ok(Some(a));
         }
     }
     Ok(None)
@@ -401,6 +402,28 @@ mod tests {
         );
         assert_eq!(exports[0].exported_to, vec!["cluster-b"]);
         assert_eq!(exports[0].endpoints[0].address, "127.0.0.9:15006");
+
+        // A peer gateway named by DNS keeps its name.
+        let mut named = lb("127.0.0.3:15443", None);
+        if let Some(lb_endpoint::HostIdentifier::Endpoint(ep)) = &mut named.host_identifier {
+            if let Some(Address {
+                address: Some(address::Address::SocketAddress(sa)),
+            }) = &mut ep.address
+            {
+                sa.address = "gw.cluster-d.example".into();
+            }
+        }
+        let dns = ClusterLoadAssignment {
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![named],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            first_address(&dns).unwrap().as_deref(),
+            Some("gw.cluster-d.example:15443")
+        );
 
         let subs = subscriptions(&snap);
         assert!(subs[CLUSTER_TYPE].is_empty(), "CDS is a wildcard");

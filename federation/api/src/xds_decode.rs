@@ -41,6 +41,38 @@ pub fn socket_addr(endpoint: &LbEndpoint) -> Result<SocketAddr, String> {
     Ok(SocketAddr::new(ip, port))
 }
 
+/// The `host:port` of an lb endpoint, where the host may be a DNS name
+/// (e.g. a peer gateway's `STRICT_DNS` address); IPv6 literals come back
+/// bracketed.
+///
+/// # Errors
+/// A lowercase message naming what is missing or malformed.
+pub fn host_port(endpoint: &LbEndpoint) -> Result<String, String> {
+    let Some(lb_endpoint::HostIdentifier::Endpoint(ep)) = &endpoint.host_identifier else {
+        return Err("endpoint: missing (named endpoints are not supported)".to_owned());
+    };
+    let Some(address::Address::SocketAddress(sa)) =
+        ep.address.as_ref().and_then(|a| a.address.as_ref())
+    else {
+        return Err("endpoint.address: not a socket address".to_owned());
+    };
+    let port = match sa.port_specifier {
+        Some(socket_address::PortSpecifier::PortValue(p)) => u16::try_from(p)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("endpoint.address: port {p} is not 1-65535"))?,
+        _ => return Err("endpoint.address: no port_value".to_owned()),
+    };
+    let host = sa.address.as_str();
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
+        return Err(format!("endpoint.address: {host:?} is not a host"));
+    }
+    Ok(match host.parse::<IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, port).to_string(),
+        Err(_) => format!("{host}:{port}"),
+    })
+}
+
 /// The metadata filter `filter`, if present.
 pub fn filter<'a>(metadata: Option<&'a Metadata>, filter: &str) -> Option<&'a Struct> {
     metadata.and_then(|m| m.filter_metadata.get(filter))

@@ -16,6 +16,9 @@ use crate::xds::{
     TunnelModel,
 };
 
+/// `(namespace, service, port)`.
+type ServiceKey = (String, String, u16);
+
 /// The xDS model of the catalog, as seen from this cluster (`config`):
 ///
 /// - every local service port (from static and leased workloads) with one
@@ -32,11 +35,11 @@ use crate::xds::{
 /// `version` is the catalog revision.
 pub fn xds_model(catalog: &Catalog, config: &Config) -> Model {
     let endpoints = catalog.endpoints();
-    let mut services: BTreeMap<(String, String, u16), ServiceModel> = BTreeMap::new();
+    let mut services: BTreeMap<ServiceKey, ServiceModel> = BTreeMap::new();
     let overprovisioning = overprovisioning_factors(catalog);
 
     // Local endpoints: (ns, svc, port) → (region, zone) → endpoints.
-    let mut local: BTreeMap<(String, String, u16), BTreeMap<(String, String), Vec<EndpointModel>>> =
+    let mut local: BTreeMap<ServiceKey, BTreeMap<(String, String), Vec<EndpointModel>>> =
         BTreeMap::new();
     for e in &endpoints {
         let Some((ip, spiffe_id)) = address_and_id(e, config) else {
@@ -70,7 +73,7 @@ pub fn xds_model(catalog: &Catalog, config: &Config) -> Model {
             continue;
         };
         for ((region, zone), mut eps) in localities {
-            eps.sort_by(|a, b| a.address.cmp(&b.address));
+            eps.sort_by_key(|e| e.address);
             svc.localities.push(LocalityModel {
                 cluster: config.cluster.clone(),
                 region,

@@ -466,7 +466,10 @@ async fn leader_loop(store: Arc<Store<Catalog>>, mut stop: watch::Receiver<bool>
         let now_ms = unix_ms(SystemTime::now());
         let catalog = store.watch().borrow().clone();
         let lease_due = catalog.next_lease_expiry().is_some_and(|t| t <= now_ms)
-            || catalog.join_tokens.values().any(|t| t.expires_ms <= now_ms);
+            || catalog
+                .join_tokens
+                .values()
+                .any(|t| catalog::tokens::droppable(t, now_ms));
         if lease_due {
             if let Err(e) = store.write(Command::ExpireLeases { now_ms }).await {
                 tracing::debug!(error = %e, "cannot expire leases now");

@@ -160,8 +160,9 @@ pub enum Command {
         /// The caller's service account.
         service_account: String,
     },
-    /// Drop leases that expired at or before `now_ms`, and expired join
-    /// tokens. The leader proposes it periodically.
+    /// Drop leases that expired at or before `now_ms`, and join tokens
+    /// expired for longer than [`tokens::EXPIRED_TOKEN_GRACE_MS`]. The
+    /// leader proposes it periodically.
     ExpireLeases {
         /// Now, Unix ms.
         now_ms: u64,

@@ -121,6 +121,15 @@ impl Catalog {
     }
 }
 
+/// How long an expired join token is kept (so a late caller hears
+/// "expired", not "unknown") before `ExpireLeases` drops it, ms.
+pub const EXPIRED_TOKEN_GRACE_MS: u64 = 3_600_000;
+
+/// Whether `ExpireLeases` at `now_ms` drops this token.
+pub fn droppable(t: &JoinTokenRecord, now_ms: u64) -> bool {
+    t.expires_ms.saturating_add(EXPIRED_TOKEN_GRACE_MS) <= now_ms
+}
+
 pub(super) fn expire(catalog: &mut Catalog, now_ms: u64) {
-    catalog.join_tokens.retain(|_, t| t.expires_ms > now_ms);
+    catalog.join_tokens.retain(|_, t| !droppable(t, now_ms));
 }

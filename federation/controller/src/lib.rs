@@ -76,7 +76,7 @@ where
             let _ = stop_tx.send(true);
         });
         let mut stop = stop_rx.clone();
-        // Hooks::default(): the lead wires peering here.
+        // The lead wires peering and xDS here (run::Hooks).
         match run::Controller::start(config, run::Hooks::default(), stop_rx).await {
             Ok(controller) => {
                 let _ = stop.wait_for(|s| *s).await;

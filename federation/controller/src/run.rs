@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tonic::transport::server::Router;
 use trust_bundle::source::{BoxFuture, RenewError, SvidIssuer, SystemClock};
 use trust_bundle::{Bundle, BundleStore, SvidRequest, SvidSource, X509Svid};
 
@@ -71,24 +72,59 @@ pub enum RunError {
     Stopped,
 }
 
-/// Plug-in points the lead wires after merging (peering, ...).
+/// What plug-ins (peering, xDS) get from the running controller.
 #[derive(Clone)]
-pub struct Hooks {
-    /// The peering module's admin entry points.
-    pub peering: Arc<dyn PeeringApi>,
+pub struct Runtime {
+    /// The catalog store.
+    pub store: Arc<Store<Catalog>>,
+    /// The controller's config.
+    pub config: Arc<Config>,
+    /// The controller's SVID (renewed in place): for TLS clients and servers.
+    pub svid: Arc<SvidSource>,
+    /// The bundles held (own and linked), kept in step with the catalog.
+    pub bundles: BundleStore,
+    /// The xDS model, replaced on every catalog change.
+    pub model: watch::Receiver<Arc<Model>>,
+    /// Turns true when the controller stops: background loops end then.
+    pub shutdown: watch::Receiver<bool>,
 }
 
-impl Default for Hooks {
-    fn default() -> Self {
-        Hooks {
-            peering: Arc::new(NotWired),
-        }
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("cluster", &self.config.cluster)
+            .finish_non_exhaustive()
     }
+}
+
+/// Builds the admin API's peering entry points (and may spawn the peering
+/// loops, ending them on `Runtime::shutdown`).
+pub type PeeringFactory = Arc<dyn Fn(&Runtime) -> Arc<dyn PeeringApi> + Send + Sync>;
+/// Adds services (ADS, Peering) to the TLS gRPC router, which already
+/// serves Identity.
+pub type GrpcServices = Arc<dyn Fn(&Runtime, Router) -> Router + Send + Sync>;
+/// Builds the router of the plaintext xDS listener (ADS only).
+pub type XdsPlaintext = Arc<dyn Fn(&Runtime) -> Router + Send + Sync>;
+
+/// Plug-in points the lead wires after merging (peering, xDS). The default
+/// has none: peering endpoints answer 501 and only Identity is served.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// The peering module's admin entry points and loops.
+    pub peering: Option<PeeringFactory>,
+    /// Extra services on the TLS gRPC listener.
+    pub grpc_services: Option<GrpcServices>,
+    /// The plaintext ADS router for `xds_plaintext_listen`.
+    pub xds_plaintext: Option<XdsPlaintext>,
 }
 
 impl std::fmt::Debug for Hooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hooks").finish_non_exhaustive()
+        f.debug_struct("Hooks")
+            .field("peering", &self.peering.is_some())
+            .field("grpc_services", &self.grpc_services.is_some())
+            .field("xds_plaintext", &self.xds_plaintext.is_some())
+            .finish()
     }
 }
 
@@ -101,6 +137,7 @@ pub struct Controller {
     grpc_addr: SocketAddr,
     admin_addr: SocketAddr,
     bundle_addr: SocketAddr,
+    xds_plaintext_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -197,13 +234,21 @@ impl Controller {
             stop_rx.clone(),
         )));
         tasks.push(tokio::spawn(leader_loop(store.clone(), stop_rx.clone())));
+        let runtime = Runtime {
+            store: store.clone(),
+            config: config.clone(),
+            svid: svid.clone(),
+            bundles: bundles.clone(),
+            model: model_rx.clone(),
+            shutdown: stop_rx.clone(),
+        };
 
-        // gRPC (TLS): Identity; ADS and Peering are added in `grpc_router`.
+        // gRPC (TLS): Identity, plus ADS and Peering from the hooks.
         let grpc_listener = bind("grpc_listen", config.grpc_listen).await?;
         let grpc_addr = local_addr("grpc_listen", &grpc_listener, config.grpc_listen)?;
         let tls =
             crate::grpc::server_config(svid.clone(), bundles.clone()).map_err(RunError::Tls)?;
-        let router = grpc_router(&store, &config, &model_rx);
+        let router = grpc_router(&runtime, hooks.grpc_services.as_ref());
         let grpc_stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
             if let Err(e) =
@@ -212,12 +257,24 @@ impl Controller {
                 tracing::error!(error = %e, "grpc server failed");
             }
         }));
+        let mut xds_plaintext_addr = None;
         if let Some(addr) = config.xds_plaintext_listen {
-            // XDS: bind `addr` and serve the ADS service alone with
-            // `crate::grpc::serve_plaintext` once the xDS server exists:
-            //   let router = tonic::transport::Server::builder()
-            //       .add_service(crate::xds::XdsServer::new(model_rx.clone()).into_service());
-            tracing::warn!(%addr, "xds_plaintext_listen is set but the ADS server is not wired yet");
+            match &hooks.xds_plaintext {
+                Some(build) => {
+                    let listener = bind("xds_plaintext_listen", addr).await?;
+                    xds_plaintext_addr = Some(local_addr("xds_plaintext_listen", &listener, addr)?);
+                    let router = build(&runtime);
+                    let stop = stop_rx.clone();
+                    tasks.push(tokio::spawn(async move {
+                        if let Err(e) = crate::grpc::serve_plaintext(listener, router, stop).await {
+                            tracing::error!(error = %e, "plaintext xds server failed");
+                        }
+                    }));
+                }
+                None => {
+                    tracing::warn!(%addr, "xds_plaintext_listen is set but no ADS server is wired")
+                }
+            }
         }
 
         // Admin API.
@@ -227,7 +284,10 @@ impl Controller {
             store: store.clone(),
             config: config.clone(),
             token: admin_token,
-            peering: hooks.peering.clone(),
+            peering: match &hooks.peering {
+                Some(build) => build(&runtime),
+                None => Arc::new(NotWired),
+            },
         });
         tasks.push(tokio::spawn(crate::admin::serve(
             admin_listener,
@@ -251,9 +311,6 @@ impl Controller {
         })?;
         tasks.push(tokio::spawn(endpoint.serve(stop_rx.clone())));
 
-        // PEERING: spawn the per-peer loops here (bundle refresh, export
-        // streams), with `stop_rx.clone()` as their shutdown signal.
-
         tracing::info!(%grpc_addr, %admin_addr, %bundle_addr, "controller up");
         Ok(Controller {
             store,
@@ -263,6 +320,7 @@ impl Controller {
             grpc_addr,
             admin_addr,
             bundle_addr,
+            xds_plaintext_addr,
             stop,
             tasks,
         })
@@ -303,6 +361,11 @@ impl Controller {
         self.bundle_addr
     }
 
+    /// The plaintext xDS listener's address, when configured and wired.
+    pub fn xds_plaintext_addr(&self) -> Option<SocketAddr> {
+        self.xds_plaintext_addr
+    }
+
     /// Stops every listener and loop (open gRPC streams are closed as the
     /// server drains) and shuts the store down.
     pub async fn stop(self) {
@@ -315,20 +378,18 @@ impl Controller {
     }
 }
 
-/// The TLS gRPC router: Identity now; the ADS and Peering services are
-/// added here when their modules land.
-fn grpc_router(
-    store: &Arc<Store<Catalog>>,
-    config: &Arc<Config>,
-    model: &watch::Receiver<Arc<Model>>,
-) -> tonic::transport::server::Router {
+/// The TLS gRPC router: Identity, then whatever the hooks add (ADS,
+/// Peering).
+fn grpc_router(runtime: &Runtime, extra: Option<&GrpcServices>) -> Router {
     let identity = mesh_api::identity::identity_server::IdentityServer::new(IdentityService::new(
-        store.clone(),
-        config.clone(),
+        runtime.store.clone(),
+        runtime.config.clone(),
     ));
-    let _ = model; // XDS: `.add_service(crate::xds::XdsServer::new(model.clone()).into_service())`
-    tonic::transport::Server::builder().add_service(identity)
-    // PEERING: `.add_service(mesh_api::peering::peering_server::PeeringServer::new(..))`
+    let router = tonic::transport::Server::builder().add_service(identity);
+    match extra {
+        Some(add) => add(runtime, router),
+        None => router,
+    }
 }
 
 /// Waits until the catalog holds a CA; proposes one when this node leads.

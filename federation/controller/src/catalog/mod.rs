@@ -13,7 +13,7 @@
 //! state. Views that need "now" (lease liveness, token expiry) take it as an
 //! argument.
 //!
-//! Modules: [`resources`] (documents, all-or-nothing apply, derived imports
+//! Modules: [`resources`] (documents, all-or-nothing apply), [`imports`] (derived imports
 //! and conditions), [`workloads`] (static and leased endpoints), [`ca`] (CA
 //! material and rotation), [`tokens`] (join tokens), `peering` (the peering
 //! commands' state changes — the dispatch point the peering module may take
@@ -26,10 +26,12 @@ use serde::{Deserialize, Serialize};
 use crate::store::StateMachine;
 
 pub mod ca;
+pub mod imports;
 pub mod model;
 mod peering;
 pub mod resources;
 pub mod tokens;
+mod views;
 pub mod workloads;
 
 pub use ca::{CaMaterial, CaRotation, CaState};

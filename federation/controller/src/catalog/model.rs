@@ -7,7 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 use mesh_api::peering::{ExportSet, ExportedPort, ExportedService, LocalityHealth};
 use mesh_resources::{Resource, WorkloadProtocol, DEFAULT_OVERPROVISIONING_FACTOR};
 
-use super::resources::{local_ports, peer_exports, ResourceKind};
+use super::imports::{local_ports, peer_exports};
+use super::resources::ResourceKind;
 use super::workloads::Endpoint;
 use super::{rfc3339_ms, Catalog, PeerRecord};
 use crate::config::Config;

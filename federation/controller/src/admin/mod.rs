@@ -9,7 +9,6 @@
 //! The peering endpoints call a [`PeeringApi`]; until the peering module is
 //! wired in, [`NotWired`] answers 501.
 
-use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -23,13 +22,15 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::catalog::{
     self, ca::CaMaterial, rfc3339_ms, tokens, unix_ms, Catalog, Command, PeerRecord, ResourceKind,
 };
 use crate::config::{dns_label, Config};
+
+mod status;
 use crate::store::{Store, WriteError};
 
 /// Largest accepted request body (4 MiB).
@@ -160,8 +161,8 @@ pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (&method, segments.as_slice()) {
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, ["readyz"]) => readyz(state),
-        (&Method::GET, ["metrics"]) => metrics(state),
+        (&Method::GET, ["readyz"]) => status::readyz(state),
+        (&Method::GET, ["metrics"]) => status::metrics(state),
         (_, ["v1", ..]) => {
             if let Err(r) = authorize(state, &req) {
                 return r;
@@ -261,7 +262,7 @@ async fn v1(
             Ok(ok(json!({ "unlinked": true })))
         }
         (&Method::POST, ["ca", "rotate"]) => rotate_ca(state, body).await,
-        (&Method::GET, ["status"]) => Ok(ok(status_json(state).await?)),
+        (&Method::GET, ["status"]) => Ok(ok(status::status_json(state).await?)),
         _ => Err(ApiError::new(
             404,
             format!("no route for {method} /v1/{}", path.join("/")),
@@ -403,183 +404,6 @@ async fn rotate_ca(state: &AdminState, body: &Bytes) -> Result<Response<Full<Byt
     }
 }
 
-async fn status_json(state: &AdminState) -> Result<Value, ApiError> {
-    let catalog = read(state).await?;
-    let config = &state.config;
-    let now_ms = unix_ms(SystemTime::now());
-    let ca = catalog.ca.as_ref().map(|ca| {
-        let left_ms = ca.active.not_after_ms.saturating_sub(now_ms);
-        json!({
-            "notAfter": rfc3339_ms(ca.active.not_after_ms),
-            "daysLeft": left_ms / 86_400_000,
-            "sequence": ca.sequence,
-        })
-    });
-    let peers: Vec<Value> = catalog
-        .peers
-        .values()
-        .map(|p| {
-            json!({
-                "cluster": p.cluster,
-                "trustDomain": p.trust_domain,
-                "bundleSequence": p.bundle_sequence,
-                "bundleAgeSeconds": now_ms.saturating_sub(p.bundle_refreshed_ms) / 1000,
-                "controllerAddress": p.controller_address,
-                "gatewayAddresses": p.gateway_addresses,
-                "exports": catalog.peer_export_names(&p.cluster),
-            })
-        })
-        .collect();
-    let mut gateways = Vec::new();
-    for g in &config.gateways {
-        let facts = match g.admin {
-            Some(admin) => gateway_peers(admin).await,
-            None => None,
-        };
-        gateways.push(json!({
-            "address": g.address.to_string(),
-            "admin": g.admin.map(|a| a.to_string()),
-            "reachable": facts.is_some(),
-            "peers": facts.unwrap_or_default(),
-        }));
-    }
-    let imported_by: Vec<String> = catalog.peers.keys().cloned().collect();
-    let exports: Vec<Value> = catalog
-        .local_exports()
-        .into_iter()
-        .map(|(namespace, name, _)| {
-            json!({ "namespace": namespace, "name": name, "importedBy": imported_by })
-        })
-        .collect();
-    let imports: Vec<Value> = catalog
-        .service_imports(&config.cluster)
-        .into_iter()
-        .map(|si| {
-            let clusters: BTreeSet<String> = si
-                .status
-                .map(|s| s.clusters.into_iter().map(|c| c.cluster).collect())
-                .unwrap_or_default();
-            json!({
-                "namespace": si.metadata.namespace,
-                "name": si.metadata.name,
-                "clusters": clusters,
-            })
-        })
-        .collect();
-    Ok(json!({
-        "cluster": config.cluster,
-        "trustDomain": config.trust_domain.as_str(),
-        "raft": state.store.status(),
-        "ca": ca,
-        "peers": peers,
-        "gateways": gateways,
-        "exports": exports,
-        "imports": imports,
-    }))
-}
-
-/// A gateway admin's `GET /peers`, as `[{"cluster","connected","rttMs"}]`;
-/// `None` when unreachable or malformed.
-async fn gateway_peers(admin: std::net::SocketAddr) -> Option<Vec<Value>> {
-    #[derive(Deserialize)]
-    struct GatewayPeer {
-        cluster: String,
-        connected: bool,
-        #[serde(default)]
-        rtt_ms: f64,
-    }
-    let fetch = async {
-        let tcp = TcpStream::connect(admin).await.ok()?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .ok()?;
-        let driver = tokio::spawn(conn);
-        let req = Request::get("/peers")
-            .header(header::HOST, admin.to_string())
-            .body(Full::new(Bytes::new()))
-            .ok()?;
-        let resp = sender.send_request(req).await.ok()?;
-        let ok = resp.status().is_success();
-        let body = Limited::new(resp.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .ok()?
-            .to_bytes();
-        driver.abort();
-        if !ok {
-            return None;
-        }
-        serde_json::from_slice::<Vec<GatewayPeer>>(&body).ok()
-    };
-    let peers = tokio::time::timeout(GATEWAY_TIMEOUT, fetch).await.ok()??;
-    Some(
-        peers
-            .into_iter()
-            .map(|p| json!({ "cluster": p.cluster, "connected": p.connected, "rttMs": p.rtt_ms }))
-            .collect(),
-    )
-}
-
-fn readyz(state: &AdminState) -> Response<Full<Bytes>> {
-    let raft = state.store.status();
-    let has_ca = state.store.watch().borrow().ca.is_some();
-    match (raft.leader, has_ca) {
-        (None, _) => text(StatusCode::SERVICE_UNAVAILABLE, "no raft leader known\n"),
-        (Some(_), false) => text(StatusCode::SERVICE_UNAVAILABLE, "no CA yet\n"),
-        (Some(_), true) => text(StatusCode::OK, "ready\n"),
-    }
-}
-
-fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
-    use prometheus_client::metrics::gauge::Gauge;
-    let catalog = state.store.watch().borrow().clone();
-    let raft = state.store.status();
-    let mut registry = prometheus_client::registry::Registry::with_prefix("isthmus_controller");
-    let mut gauge = |name: &str, help: &str, value: u64| {
-        let g: Gauge = Gauge::default();
-        g.set(i64::try_from(value).unwrap_or(i64::MAX));
-        registry.register(name, help, g);
-    };
-    gauge(
-        "catalog_revision",
-        "Commands applied to the catalog.",
-        catalog.revision,
-    );
-    gauge(
-        "resources",
-        "Stored resources.",
-        catalog.resources.len() as u64,
-    );
-    gauge(
-        "leased_workloads",
-        "Workloads registered with a live lease.",
-        catalog.leased.len() as u64,
-    );
-    gauge("peers", "Linked peer clusters.", catalog.peers.len() as u64);
-    gauge(
-        "raft_is_leader",
-        "1 when this node is the Raft leader.",
-        u64::from(raft.leader == Some(raft.node_id)),
-    );
-    gauge(
-        "ca_sequence",
-        "The CA bundle's spiffe_sequence.",
-        catalog.ca.as_ref().map_or(0, |c| c.sequence),
-    );
-    let mut out = String::new();
-    if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics");
-    }
-    let mut resp = Response::new(Full::new(Bytes::from(out)));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static(
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        ),
-    );
-    resp
-}
-
 #[allow(clippy::result_large_err)]
 fn authorize(state: &AdminState, req: &Request<Incoming>) -> Result<(), Response<Full<Bytes>>> {
     let Some(want) = &state.token else {
@@ -618,7 +442,7 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>
     }
 }
 
-async fn read(state: &AdminState) -> Result<Arc<Catalog>, ApiError> {
+pub(super) async fn read(state: &AdminState) -> Result<Arc<Catalog>, ApiError> {
     state.store.read().await.map_err(write_error)
 }
 
@@ -669,7 +493,7 @@ fn ok(value: Value) -> Response<Full<Bytes>> {
     json_response(StatusCode::OK, &value)
 }
 
-fn error(code: StatusCode, message: &str) -> Response<Full<Bytes>> {
+pub(super) fn error(code: StatusCode, message: &str) -> Response<Full<Bytes>> {
     json_response(code, &json!({ "error": message }))
 }
 
@@ -684,7 +508,7 @@ fn json_response(code: StatusCode, value: &Value) -> Response<Full<Bytes>> {
     resp
 }
 
-fn text(code: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+pub(super) fn text(code: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *resp.status_mut() = code;
     resp.headers_mut().insert(

@@ -356,3 +356,113 @@ fn csr_spiffe_id(csr: &CertificateSigningRequestDer<'_>) -> Result<SpiffeId, Sta
 fn unavailable(e: WriteError) -> Status {
     Status::unavailable(e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_api::identity::WorkloadPort as ApiPort;
+
+    fn request() -> RegisterRequest {
+        RegisterRequest {
+            name: "web-1".to_owned(),
+            service: "web".to_owned(),
+            address: "10.0.0.1".to_owned(),
+            ports: vec![ApiPort {
+                port: 80,
+                target_port: 15006,
+                protocol: "http".to_owned(),
+            }],
+            region: String::new(),
+            zone: "z1".to_owned(),
+            lease_seconds: 0,
+        }
+    }
+
+    fn check(req: &RegisterRequest) -> Result<LeasedWorkload, Status> {
+        leased_workload(
+            req,
+            "shop".to_owned(),
+            "web".to_owned(),
+            Duration::from_secs(15),
+            std::time::UNIX_EPOCH,
+        )
+    }
+
+    #[test]
+    fn register_requests_are_validated_naming_the_field() {
+        let ok = check(&request()).unwrap();
+        assert_eq!(ok.expires_ms, 15_000);
+        assert_eq!(ok.ports[0].effective_target_port(), 15006);
+        let cases: Vec<(RegisterRequest, &str)> = vec![
+            (
+                RegisterRequest {
+                    name: "Web_1".into(),
+                    ..request()
+                },
+                "name: ",
+            ),
+            (
+                RegisterRequest {
+                    address: "localhost".into(),
+                    ..request()
+                },
+                "address: ",
+            ),
+            (
+                RegisterRequest {
+                    ports: vec![],
+                    ..request()
+                },
+                "ports: at least one",
+            ),
+            (
+                RegisterRequest {
+                    ports: vec![ApiPort {
+                        port: 70000,
+                        target_port: 1,
+                        protocol: String::new(),
+                    }],
+                    ..request()
+                },
+                "ports[0].port: 70000",
+            ),
+            (
+                RegisterRequest {
+                    ports: vec![ApiPort {
+                        port: 80,
+                        target_port: 80,
+                        protocol: "udp".into(),
+                    }],
+                    ..request()
+                },
+                "ports[0].protocol: \"udp\"",
+            ),
+        ];
+        for (req, want) in cases {
+            let err = check(&req).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument);
+            assert!(
+                err.message().starts_with(want),
+                "{:?} vs {want:?}",
+                err.message()
+            );
+        }
+    }
+
+    #[test]
+    fn workload_ids_split_into_namespace_and_service_account() {
+        let id = SpiffeId::parse("spiffe://td/ns/shop/sa/web").unwrap();
+        assert_eq!(namespace_and_sa(&id), Some(("shop".into(), "web".into())));
+        for other in [
+            "spiffe://td/ns/shop",
+            "spiffe://td/ns/shop/sa/web/x",
+            "spiffe://td/x/shop/sa/web",
+        ] {
+            assert_eq!(
+                namespace_and_sa(&SpiffeId::parse(other).unwrap()),
+                None,
+                "{other}"
+            );
+        }
+    }
+}

@@ -296,3 +296,53 @@ async fn bearer_token_health_and_unwired_peering() {
     }
     c.stop().await;
 }
+
+/// A gateway admin answering `GET /peers` like DATAPLANE's gateway does.
+async fn fake_gateway_admin() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let body = if req.uri().path() == "/peers" {
+                            r#"[{"cluster":"cluster-b","connected":true,"rtt_ms":0.5}]"#
+                        } else {
+                            "[]"
+                        };
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(body.as_bytes())),
+                        ))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_gateway_peers_from_the_gateway_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw_admin = fake_gateway_admin().await;
+    // The common config names one gateway without admin; add a second one.
+    let extra = format!("  - address: 127.0.0.1:25443\n    admin: {gw_admin}\n");
+    let c = start(dir.path(), &extra).await;
+    let (status, s) = call(c.admin_addr(), "GET", "/v1/status", None, None).await;
+    assert_eq!(status, 200, "{s}");
+    let gw = &s["gateways"][1];
+    assert_eq!(gw["address"], "127.0.0.1:25443", "{s}");
+    assert_eq!(gw["reachable"], true, "{s}");
+    assert_eq!(
+        gw["peers"],
+        serde_json::json!([{"cluster": "cluster-b", "connected": true, "rttMs": 0.5}])
+    );
+    c.stop().await;
+}

@@ -25,7 +25,7 @@ use mesh_api::identity::{
 };
 use mesh_resources::{WorkloadPort, WorkloadProtocol};
 use rustls::pki_types::CertificateSigningRequestDer;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use trust_bundle::{SpiffeId, SvidRequest};
@@ -44,6 +44,7 @@ pub const MAX_LEASE: Duration = Duration::from_secs(3600);
 pub struct IdentityService {
     store: Arc<Store<Catalog>>,
     config: Arc<Config>,
+    shutdown: Option<watch::Receiver<bool>>,
 }
 
 impl std::fmt::Debug for IdentityService {
@@ -57,7 +58,18 @@ impl std::fmt::Debug for IdentityService {
 impl IdentityService {
     /// A service signing with the CA in `store`'s catalog.
     pub fn new(store: Arc<Store<Catalog>>, config: Arc<Config>) -> Self {
-        IdentityService { store, config }
+        IdentityService {
+            store,
+            config,
+            shutdown: None,
+        }
+    }
+
+    /// Ends `WatchBundles` streams when `shutdown` turns true, so that a
+    /// graceful stop does not wait for clients to hang up.
+    pub fn with_shutdown(mut self, shutdown: watch::Receiver<bool>) -> Self {
+        self.shutdown = Some(shutdown);
+        self
     }
 
     async fn catalog(&self) -> Result<Arc<Catalog>, Status> {
@@ -162,6 +174,7 @@ impl Identity for IdentityService {
         let mut watch = self.store.watch();
         let td = self.config.trust_domain.clone();
         let (tx, rx) = mpsc::channel(4);
+        let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let mut last: Option<Vec<u8>> = None;
             let mut version = 0u64;
@@ -184,6 +197,7 @@ impl Identity for IdentityService {
                 tokio::select! {
                     changed = watch.changed() => if changed.is_err() { return },
                     () = tx.closed() => return,
+                    () = stopped(&mut shutdown) => return,
                 }
             }
         });
@@ -232,6 +246,17 @@ impl Identity for IdentityService {
             catalog::Response::Refused(why) => Err(Status::permission_denied(why)),
             other => Err(Status::internal(format!("unexpected answer {other:?}"))),
         }
+    }
+}
+
+/// Resolves when `shutdown` turns true or its sender is gone; never
+/// without one.
+async fn stopped(shutdown: &mut Option<watch::Receiver<bool>>) {
+    match shutdown {
+        Some(rx) => {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+        None => std::future::pending().await,
     }
 }
 

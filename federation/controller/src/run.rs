@@ -26,6 +26,8 @@ use crate::xds::Model;
 
 /// How often the leader checks for expired leases and CA rotation steps.
 pub const LEADER_TICK: Duration = Duration::from_millis(500);
+/// How long [`Controller::stop`] lets open connections finish.
+pub const DRAIN: Duration = Duration::from_secs(5);
 /// Raft snapshot interval, entries.
 pub const SNAPSHOT_EVERY: u64 = 1000;
 
@@ -366,12 +368,17 @@ impl Controller {
         self.xds_plaintext_addr
     }
 
-    /// Stops every listener and loop (open gRPC streams are closed as the
-    /// server drains) and shuts the store down.
+    /// Stops every listener and loop, lets open connections finish for at
+    /// most [`DRAIN`] (bundle watch streams end at once), and shuts the
+    /// store down.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = task.await;
+        let deadline = tokio::time::Instant::now() + DRAIN;
+        for mut task in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                tracing::warn!("a listener did not drain in time; aborting it");
+                task.abort();
+            }
         }
         self.store.shutdown().await;
         tracing::info!("controller stopped");
@@ -381,10 +388,10 @@ impl Controller {
 /// The TLS gRPC router: Identity, then whatever the hooks add (ADS,
 /// Peering).
 fn grpc_router(runtime: &Runtime, extra: Option<&GrpcServices>) -> Router {
-    let identity = mesh_api::identity::identity_server::IdentityServer::new(IdentityService::new(
-        runtime.store.clone(),
-        runtime.config.clone(),
-    ));
+    let identity = mesh_api::identity::identity_server::IdentityServer::new(
+        IdentityService::new(runtime.store.clone(), runtime.config.clone())
+            .with_shutdown(runtime.shutdown.clone()),
+    );
     let router = tonic::transport::Server::builder().add_service(identity);
     match extra {
         Some(add) => add(runtime, router),
@@ -410,11 +417,13 @@ async fn ensure_ca(
             match store.write(Command::InitCa(material)).await {
                 Ok(catalog::Response::Sequence(_)) => {
                     tracing::info!(trust_domain = %config.trust_domain, "generated the cluster's root CA");
+                    continue;
                 }
-                Ok(_) => {} // another node's CA won; it is in the catalog now
+                // Another node's CA won; it is in the catalog now.
+                Ok(_) => continue,
+                // Not committed (leadership moved?): wait for the next tick.
                 Err(e) => tracing::warn!(error = %e, "cannot store the CA yet"),
             }
-            continue;
         }
         tokio::select! {
             _ = watch.changed() => {}

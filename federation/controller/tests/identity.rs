@@ -284,6 +284,12 @@ async fn leased_registration_expires_and_bundles_stream() {
     let mut anonymous = IdentityClient::new(channel(&c, None).await);
     let err = anonymous.register(register("web-3", 5)).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
-    drop(stream);
-    c.stop().await;
+    // A graceful stop ends open bundle streams instead of waiting for them.
+    tokio::time::timeout(Duration::from_secs(4), c.stop())
+        .await
+        .expect("stop with an open WatchBundles stream");
+    assert!(
+        matches!(stream.message().await, Ok(None) | Err(_)),
+        "the stream ended"
+    );
 }

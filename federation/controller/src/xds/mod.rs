@@ -1,6 +1,44 @@
-//! The xDS server (ADS, state of the world and delta) over an [`Model`]
-//! (docs/xds.md). SKELETON: the Model is the contract; the xDS helper owns
-//! the rest of this module.
+//! The xDS server: Aggregated Discovery Service, state of the world
+//! (`StreamAggregatedResources`) and incremental (`DeltaAggregatedResources`),
+//! over a [`Model`] derived from the catalog. The supported subset, names and
+//! metadata are documented in `docs/xds.md`.
+//!
+//! Layout:
+//! - [`Model`] (this file): the input, published through a
+//!   `tokio::sync::watch` channel; replaced whole on every catalog change.
+//! - [`node`]: what the server reads from a client's `Node` (role,
+//!   `isthmus.upstreams`, client features).
+//! - [`resources`]: pure functions from model + node to a [`Snapshot`] of
+//!   Clusters, ClusterLoadAssignments, Listeners and RouteConfigurations,
+//!   each with a content hash.
+//! - [`sotw`] and [`delta`]: the per-stream protocol state machines,
+//!   sans-IO (requests and snapshots in, responses out).
+//! - [`XdsServer`] (`server.rs`): the tonic driver, one task per stream.
+//!
+//! Driving it:
+//! ```no_run
+//! # use std::sync::Arc;
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use mesh_controller::xds::{Model, XdsServer};
+//! let (publish, model) = tokio::sync::watch::channel(Arc::new(Model::default()));
+//! let service = XdsServer::new(model).into_service();
+//! # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! tonic::transport::Server::builder()
+//!     .add_service(service)
+//!     .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+//!     .await?;
+//! # drop(publish);
+//! # Ok(()) }
+//! ```
+
+pub mod delta;
+pub mod node;
+pub mod resources;
+mod server;
+pub mod sotw;
+
+pub use resources::{Resource, Snapshot};
+pub use server::{XdsServer, XdsStats};
 
 use std::net::SocketAddr;
 
@@ -121,3 +159,6 @@ pub struct ExportModel {
     /// Local endpoints with locality.
     pub endpoints: Vec<(EndpointModel, String, String)>,
 }
+
+#[cfg(test)]
+mod tests;

@@ -85,6 +85,9 @@ pub struct Runtime {
     pub svid: Arc<SvidSource>,
     /// The bundles held (own and linked), kept in step with the catalog.
     pub bundles: BundleStore,
+    /// Our own bundle as published on the bundle endpoint (every root of a
+    /// rotation, `spiffe_sequence`).
+    pub own_bundle: watch::Receiver<Bundle>,
     /// The xDS model, replaced on every catalog change.
     pub model: watch::Receiver<Arc<Model>>,
     /// Turns true when the controller stops: background loops end then.
@@ -241,6 +244,7 @@ impl Controller {
             config: config.clone(),
             svid: svid.clone(),
             bundles: bundles.clone(),
+            own_bundle: bundle_rx.clone(),
             model: model_rx.clone(),
             shutdown: stop_rx.clone(),
         };

@@ -23,6 +23,7 @@ pub mod identity;
 pub mod peering;
 pub mod run;
 pub mod store;
+pub mod wiring;
 pub mod xds;
 
 /// Runs the controller as a command line program (`mesh-controller --config
@@ -76,8 +77,7 @@ where
             let _ = stop_tx.send(true);
         });
         let mut stop = stop_rx.clone();
-        // The lead wires peering and xDS here (run::Hooks).
-        match run::Controller::start(config, run::Hooks::default(), stop_rx).await {
+        match run::Controller::start(config, wiring::production_hooks(), stop_rx).await {
             Ok(controller) => {
                 let _ = stop.wait_for(|s| *s).await;
                 controller.stop().await;

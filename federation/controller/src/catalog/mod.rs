@@ -15,9 +15,9 @@
 //!
 //! Modules: [`resources`] (documents, all-or-nothing apply), [`imports`] (derived imports
 //! and conditions), [`workloads`] (static and leased endpoints), [`ca`] (CA
-//! material and rotation), [`tokens`] (join tokens), `peering` (the peering
-//! commands' state changes — the dispatch point the peering module may take
-//! over), [`model`] ([`xds_model`]).
+//! material and rotation), [`tokens`] (join tokens), [`model`]
+//! ([`xds_model`]). The peering commands' rules are
+//! `crate::peering::apply_peering`.
 
 use std::collections::BTreeMap;
 
@@ -28,7 +28,6 @@ use crate::store::StateMachine;
 pub mod ca;
 pub mod imports;
 pub mod model;
-mod peering;
 pub mod resources;
 pub mod tokens;
 mod views;
@@ -245,14 +244,16 @@ impl StateMachine for Catalog {
     fn apply(&mut self, command: &Command) -> Response {
         self.revision += 1;
         match command {
-            // PEERING dispatch point: the peering module may replace
-            // `peering::apply` with its own rules (peering/state.rs).
+            // PEERING dispatch point: the peering module's rules
+            // (peering/state.rs).
             Command::CreatePeeringToken(_)
             | Command::RedeemPeeringToken { .. }
             | Command::UpsertPeer(_)
             | Command::UpdatePeerBundle { .. }
             | Command::UpdatePeerExports { .. }
-            | Command::RemovePeer { .. } => peering::apply(self, command),
+            | Command::RemovePeer { .. } => {
+                crate::peering::apply_peering(&mut self.peers, &mut self.peering_tokens, command)
+            }
             Command::ApplyResources { documents, now_ms } => {
                 resources::apply_documents(self, documents, *now_ms)
             }

@@ -2,6 +2,7 @@
 
 mod component;
 mod demo_app;
+mod dev_down;
 mod dev_up;
 mod version;
 
@@ -35,6 +36,9 @@ enum Command {
     /// Run a sidecar in this process (used by `dev up`).
     #[command(name = "__sidecar", hide = true)]
     Sidecar(component::ComponentArgs),
+    /// Run a federation controller in this process (used by `dev up`).
+    #[command(name = "__controller", hide = true)]
+    Controller(component::ComponentArgs),
     /// Run a demo workload in this process (used by `dev up`).
     #[command(name = "__demo-app", hide = true)]
     DemoApp(demo_app::DemoAppArgs),
@@ -46,6 +50,8 @@ enum DevCommand {
     /// cluster-b on 127.0.2.x) with gateways, sidecars and demo workloads;
     /// Ctrl-C tears everything down.
     Up(dev_up::DevUpArgs),
+    /// Stop a `dev up` started with --state-dir (from another terminal).
+    Down(dev_down::DevDownArgs),
 }
 
 /// Parses `args` (the first item is the program name) and runs the command.
@@ -64,6 +70,10 @@ where
         Command::Dev {
             command: DevCommand::Up(args),
         } => dev_up::run(args),
+        Command::Dev {
+            command: DevCommand::Down(args),
+        } => dev_down::run(args),
+        Command::Controller(args) => dev_up::run_controller(args),
         Command::Gateway(args) => component::run_gateway(args),
         Command::Sidecar(args) => component::run_sidecar(args),
         Command::DemoApp(args) => demo_app::run(args),

@@ -1,8 +1,9 @@
-//! What meshctl shows a person: ✔/✘ progress lines, the block of
-//! ready-to-paste commands and the live traffic line.
+//! What meshctl shows a person: ✔/✘ progress lines, tables, JSON and YAML,
+//! the block of ready-to-paste commands and the live traffic line.
 //!
-//! The formatting is pure (`*_line`, [`curl_block`], [`traffic_line`],
-//! [`live_update`]) and unit-tested; [`Console`] only writes the strings.
+//! The formatting is pure (`*_line`, [`table`], [`render`], [`age`],
+//! [`curl_block`], [`traffic_line`], [`live_update`]) and unit-tested;
+//! [`Console`] only writes the strings.
 
 use std::io::{IsTerminal, Write};
 
@@ -33,6 +34,97 @@ pub(crate) struct Traffic {
     pub(crate) upstreams: Vec<UpstreamRate>,
     /// Tunnel streams gateway A handled since start; `None` if unknown.
     pub(crate) gateway_streams: Option<u64>,
+}
+
+/// How a command prints what it got (`-o`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub(crate) enum Format {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// Pretty-printed JSON.
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+/// `value` as pretty JSON or YAML (newline-terminated); `None` for
+/// [`Format::Table`], which each command renders itself.
+pub(crate) fn render(format: Format, value: &impl serde::Serialize) -> Option<String> {
+    match format {
+        Format::Table => None,
+        Format::Json => Some(match serde_json::to_string_pretty(value) {
+            Ok(mut s) => {
+                s.push('\n');
+                s
+            }
+            Err(e) => format!("{{\"error\": \"cannot render json: {e}\"}}\n"),
+        }),
+        Format::Yaml => Some(
+            serde_yaml_ng::to_string(value)
+                .unwrap_or_else(|e| format!("error: cannot render yaml: {e}\n")),
+        ),
+    }
+}
+
+/// Left-aligned columns separated by three spaces, kubectl-style, each line
+/// trimmed at its end; no trailing newline.
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            let w = cell.chars().count();
+            match widths.get_mut(i) {
+                Some(width) => *width = (*width).max(w),
+                None => widths.push(w),
+            }
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.enumerate() {
+            if i > 0 {
+                out.push_str("   ");
+            }
+            out.push_str(cell);
+            let pad = widths
+                .get(i)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(cell.chars().count());
+            out.extend(std::iter::repeat_n(' ', pad));
+        }
+        out.trim_end().to_owned()
+    };
+    let mut lines = vec![line(&mut headers.iter().copied())];
+    for row in rows {
+        lines.push(line(&mut row.iter().map(String::as_str)));
+    }
+    lines.join("\n")
+}
+
+/// A duration as kubectl shows ages: `42s`, `5m`, `3h`, `12d`.
+pub(crate) fn short_duration(seconds: i64) -> String {
+    let s = seconds.max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..172_800 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+/// The age of an RFC 3339 timestamp at `now` (unix seconds); `None` when
+/// the timestamp does not parse.
+pub(crate) fn age(timestamp: &str, now: i64) -> Option<String> {
+    let t = time::OffsetDateTime::parse(timestamp, &time::format_description::well_known::Rfc3339)
+        .ok()?;
+    Some(short_duration(now - t.unix_timestamp()))
+}
+
+/// Now, in unix seconds.
+pub(crate) fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// `✔ message`.
@@ -141,6 +233,23 @@ impl Console {
         self.line(&ok_line(message));
     }
 
+    /// Text as it is on stdout (a rendered document or table), with a final
+    /// newline added if missing.
+    pub(crate) fn print(&mut self, text: &str) {
+        self.close_live();
+        let _ = write!(self.out, "{text}");
+        if !text.ends_with('\n') {
+            let _ = writeln!(self.out);
+        }
+        let _ = self.out.flush();
+    }
+
+    /// `✘ message` on stdout: a failed check, part of a report rather
+    /// than an error of meshctl itself.
+    pub(crate) fn fail_out(&mut self, message: &str) {
+        self.line(&fail_line(message));
+    }
+
     /// `✘ message` on stderr.
     pub(crate) fn fail(&mut self, message: &str) {
         self.close_live();
@@ -194,6 +303,44 @@ mod tests {
     fn status_lines_carry_their_mark() {
         assert_eq!(ok_line("CA for cluster-a"), "✔ CA for cluster-a");
         assert_eq!(fail_line("gateway cluster-a"), "✘ gateway cluster-a");
+    }
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(
+            &["NAME", "VALID", "AGE"],
+            &[
+                vec!["web".into(), "True".into(), "5m".into()],
+                vec!["checkout".into(), "<none>".into(), "12d".into()],
+            ],
+        );
+        assert_eq!(
+            t,
+            "NAME       VALID    AGE\nweb        True     5m\ncheckout   <none>   12d"
+        );
+        assert_eq!(table(&["A", "B"], &[]), "A   B");
+    }
+
+    #[test]
+    fn json_and_yaml_rendering() {
+        let v = serde_json::json!({"a": 1, "b": ["x"]});
+        assert_eq!(render(Format::Table, &v), None);
+        assert_eq!(
+            render(Format::Json, &v).unwrap(),
+            "{\n  \"a\": 1,\n  \"b\": [\n    \"x\"\n  ]\n}\n"
+        );
+        assert_eq!(render(Format::Yaml, &v).unwrap(), "a: 1\nb:\n- x\n");
+    }
+
+    #[test]
+    fn ages_like_kubectl() {
+        assert_eq!(short_duration(-5), "0s");
+        assert_eq!(short_duration(59), "59s");
+        assert_eq!(short_duration(60), "1m");
+        assert_eq!(short_duration(7200), "2h");
+        assert_eq!(short_duration(3 * 86_400), "3d");
+        assert_eq!(age("1970-01-01T00:01:00Z", 180).as_deref(), Some("2m"));
+        assert_eq!(age("yesterday", 0), None);
     }
 
     #[test]

@@ -8,10 +8,8 @@
 
 mod xds_support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use mesh_controller::xds::AppProtocol;
 use xds_support::*;
@@ -169,26 +167,23 @@ async fn envoy_routes_http(api_type: &str) {
     );
 }
 
-/// One HTTP/1.1 GET; `Ok(response text)` on a 200.
+/// One GET with curl (a real client); `Ok(body)` on a 200.
 fn http_get(addr: SocketAddr, host: &str, path: &str) -> Result<String, String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("write: {e}"))?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)
-        .map_err(|e| format!("read: {e}"))?;
-    if out.starts_with("HTTP/1.1 200") {
-        Ok(out)
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "5", "-H"])
+        .arg(format!("Host: {host}"))
+        .args(["-w", "\n%{http_code}"])
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .map_err(|e| format!("cannot run curl (scripts/test.sh installs it): {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    if out.status.success() && code == "200" {
+        Ok(body.to_owned())
     } else {
         Err(format!(
-            "not a 200: {}",
-            out.lines().next().unwrap_or("<empty>")
+            "curl: status {code}, {}",
+            String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
 }

@@ -16,9 +16,6 @@ mod api;
 mod cmd;
 mod contexts;
 mod demo;
-// dev/ is rewired by the lead (issue 5); its one pre-existing finding of
-// clippy 1.95 (`n % k == 0` in dev/mod.rs) is left to that change.
-#[allow(clippy::manual_is_multiple_of)]
 mod dev;
 mod documents;
 mod http;

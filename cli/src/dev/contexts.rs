@@ -6,44 +6,27 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
-use serde::Serialize;
-
 use super::topology::Topology;
+use crate::contexts::{Context, ContextsFile};
 
 /// The file name in the state dir.
 pub(crate) const FILE: &str = "meshctl.yaml";
 
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "kebab-case")]
-struct ContextsFile {
-    current_context: String,
-    contexts: Vec<Context>,
-}
-
-#[derive(Debug, Serialize)]
-struct Context {
-    name: String,
-    server: String,
-}
-
-/// The contexts file's text: every cluster, the first one current.
-///
-/// # Errors
-/// YAML serialization failed (not expected).
-pub(crate) fn yaml(topology: &Topology) -> anyhow::Result<String> {
-    let file = ContextsFile {
-        current_context: topology.clusters[0].name.clone(),
+/// The contexts: every cluster, the first one current.
+pub(crate) fn contexts(topology: &Topology) -> ContextsFile {
+    ContextsFile {
+        current_context: Some(topology.clusters[0].name.clone()),
         contexts: topology
             .clusters
             .iter()
             .map(|c| Context {
                 name: c.name.clone(),
                 server: c.controller.server(),
+                token: None,
+                token_file: None,
             })
             .collect(),
-    };
-    Ok(serde_yaml_ng::to_string(&file)?)
+    }
 }
 
 /// Writes [`FILE`] into `state`; returns its path.
@@ -52,7 +35,7 @@ pub(crate) fn yaml(topology: &Topology) -> anyhow::Result<String> {
 /// The file cannot be written.
 pub(crate) fn write(state: &Path, topology: &Topology) -> anyhow::Result<PathBuf> {
     let path = state.join(FILE);
-    std::fs::write(&path, yaml(topology)?).with_context(|| format!("write {}", path.display()))?;
+    contexts(topology).save(&path)?;
     Ok(path)
 }
 
@@ -62,14 +45,17 @@ mod tests {
     use crate::dev::DEFAULT_PORT_BASE;
 
     #[test]
-    fn one_context_per_cluster_at_its_admin_api() {
+    fn one_context_per_cluster_at_its_admin_api_and_meshctl_reads_them() {
         let t = Topology::dev(DEFAULT_PORT_BASE).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), &t).unwrap();
+        let file = ContextsFile::load(&path).unwrap();
+        assert_eq!(file.current_context.as_deref(), Some("cluster-a"));
+        let b = file.select(Some("cluster-b")).unwrap();
+        assert_eq!(b.server, "http://127.0.2.3:15014");
         assert_eq!(
-            yaml(&t).unwrap(),
-            "current-context: cluster-a\n\
-             contexts:\n\
-             - name: cluster-a\n  server: http://127.0.1.3:15014\n\
-             - name: cluster-b\n  server: http://127.0.2.3:15014\n"
+            file.select(None).unwrap().server,
+            "http://127.0.1.3:15014"
         );
     }
 }

@@ -11,20 +11,29 @@ use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::admin::Admin;
 use super::configs::{self, GATEWAY_TOKEN};
 use super::topology::{Cluster, Topology, GATEWAY_SA, NAMESPACE, SYSTEM_NAMESPACE};
 use super::trust;
+use crate::api::Client;
 
 /// Between two reads of a resource that should appear.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Lifetime of the join tokens `dev up` makes: the proxies need them for
+/// their first SVID only (renewals are authenticated by the SVID).
+const JOIN_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// Lifetime of the peering token, redeemed at once.
+const PEERING_TOKEN_TTL: Duration = Duration::from_secs(600);
 
-/// The admin API of `cluster`'s controller.
-pub(crate) fn admin(cluster: &Cluster) -> Admin {
-    Admin {
-        cluster: cluster.name.clone(),
-        addr: cluster.controller.admin,
-    }
+/// The admin API client of `cluster`'s controller (context `cluster`).
+///
+/// # Errors
+/// The server URL is unusable (not for the dev topology's).
+pub(crate) fn admin(cluster: &Cluster) -> anyhow::Result<Client> {
+    Ok(Client::new(
+        &cluster.name,
+        &cluster.controller.server(),
+        None,
+    )?)
 }
 
 /// Writes `<cluster>/bundles.json` for every cluster: its own bundle as
@@ -64,8 +73,15 @@ pub(crate) async fn link(topology: &Topology) -> anyhow::Result<Vec<String>> {
     let mut done = Vec::new();
     for c in &topology.clusters {
         for peer in c.peers.iter().filter_map(|p| topology.cluster(p)) {
-            let token = admin(c).peering_token().await?;
-            let linked = admin(peer).redeem(&token).await?;
+            let token = admin(c)?
+                .create_peering_token(PEERING_TOKEN_TTL)
+                .await
+                .with_context(|| format!("peering token on {}", c.name))?;
+            let linked = admin(peer)?
+                .redeem(&token.token)
+                .await
+                .with_context(|| format!("redeem {}'s peering token on {}", c.name, peer.name))?
+                .cluster;
             if linked != c.name {
                 bail!(
                     "{} redeemed a token of {} but linked {linked}",
@@ -94,16 +110,19 @@ pub(crate) async fn join_tokens(
     let mut done = Vec::new();
     for c in &topology.clusters {
         let dir = state.join(&c.name);
-        let api = admin(c);
-        let mut made = vec![format!("{SYSTEM_NAMESPACE}/{GATEWAY_SA}")];
-        write_secret(
-            &dir.join(GATEWAY_TOKEN),
-            &api.join_token(SYSTEM_NAMESPACE, GATEWAY_SA).await?,
-        )?;
+        let api = admin(c)?;
+        let mut wanted = vec![(SYSTEM_NAMESPACE, GATEWAY_SA, GATEWAY_TOKEN.to_owned())];
         for w in &c.workloads {
-            let token = api.join_token(NAMESPACE, &w.name).await?;
-            write_secret(&dir.join(configs::sidecar_token(w)), &token)?;
-            made.push(format!("{NAMESPACE}/{}", w.name));
+            wanted.push((NAMESPACE, &w.name, configs::sidecar_token(w)));
+        }
+        let mut made = Vec::new();
+        for (namespace, sa, file) in wanted {
+            let token = api
+                .create_join_token(namespace, sa, JOIN_TOKEN_TTL)
+                .await
+                .with_context(|| format!("join token for {namespace}/{sa} on {}", c.name))?;
+            write_secret(&dir.join(file), &token.token)?;
+            made.push(format!("{namespace}/{sa}"));
         }
         done.push(format!("join tokens from {} for {}", c.name, made.join(", ")));
     }
@@ -128,9 +147,16 @@ pub(crate) fn service_export(service: &str) -> Value {
 pub(crate) async fn export(topology: &Topology) -> anyhow::Result<Vec<String>> {
     let mut done = Vec::new();
     for c in topology.clusters.iter().filter(|c| !c.exports.is_empty()) {
-        let documents = c.exports.iter().map(|s| service_export(s)).collect();
-        for result in admin(c).apply(documents).await? {
-            done.push(format!("{}: {result}", c.name));
+        let documents: Vec<Value> = c.exports.iter().map(|s| service_export(s)).collect();
+        let results = admin(c)?
+            .apply(&documents)
+            .await
+            .with_context(|| format!("apply the ServiceExports of {}", c.name))?;
+        for r in results {
+            done.push(format!(
+                "{}: {} {}/{} {}",
+                c.name, r.kind, r.namespace, r.name, r.action
+            ));
         }
     }
     Ok(done)
@@ -161,13 +187,12 @@ pub(crate) async fn await_imports(
         for service in &c.exports {
             let (namespace, name) = service.split_once('/').unwrap_or((NAMESPACE, service));
             for importer in linked(topology, c) {
-                let api = admin(importer);
+                let api = admin(importer)?;
                 loop {
-                    let last = match api.resource("serviceimports", namespace, name).await {
-                        Ok(Some(import)) if names_cluster(&import, &c.name) => break,
-                        Ok(Some(import)) => format!("without {}: {import}", c.name),
-                        Ok(None) => "not found".to_owned(),
-                        Err(e) => format!("{e:#}"),
+                    let last = match api.get("serviceimports", namespace, name).await {
+                        Ok(import) if names_cluster(&import, &c.name) => break,
+                        Ok(import) => format!("without {}: {import}", c.name),
+                        Err(e) => e.to_string(),
                     };
                     if Instant::now() >= deadline {
                         bail!(

@@ -13,7 +13,6 @@
 //! live traffic line ([`traffic`]) until SIGINT/SIGTERM or a child's death
 //! → teardown.
 
-mod admin;
 pub(crate) mod configs;
 mod contexts;
 mod control;

@@ -53,9 +53,6 @@ mod tests {
         assert_eq!(file.current_context.as_deref(), Some("cluster-a"));
         let b = file.select(Some("cluster-b")).unwrap();
         assert_eq!(b.server, "http://127.0.2.3:15014");
-        assert_eq!(
-            file.select(None).unwrap().server,
-            "http://127.0.1.3:15014"
-        );
+        assert_eq!(file.select(None).unwrap().server, "http://127.0.1.3:15014");
     }
 }

@@ -103,10 +103,7 @@ pub(crate) async fn link(topology: &Topology) -> anyhow::Result<Vec<String>> {
 ///
 /// # Errors
 /// A token cannot be made or written.
-pub(crate) async fn join_tokens(
-    topology: &Topology,
-    state: &Path,
-) -> anyhow::Result<Vec<String>> {
+pub(crate) async fn join_tokens(topology: &Topology, state: &Path) -> anyhow::Result<Vec<String>> {
     let mut done = Vec::new();
     for c in &topology.clusters {
         let dir = state.join(&c.name);
@@ -124,7 +121,11 @@ pub(crate) async fn join_tokens(
             write_secret(&dir.join(file), &token.token)?;
             made.push(format!("{namespace}/{sa}"));
         }
-        done.push(format!("join tokens from {} for {}", c.name, made.join(", ")));
+        done.push(format!(
+            "join tokens from {} for {}",
+            c.name,
+            made.join(", ")
+        ));
     }
     Ok(done)
 }

@@ -44,7 +44,8 @@ pub(super) async fn start(
         .iter()
         .map(|c| {
             let config = state.join(configs::controller_path(c));
-            let args = component_args("__controller", &parent, &config);
+            let mut args = component_args("__controller", &parent, &config);
+            args.extend(["--log".into(), CONTROLLER_LOG.into()]);
             let probe = probe(
                 format!("controller {}", c.name),
                 c.controller.admin,
@@ -128,7 +129,10 @@ pub(super) async fn start(
     let demos = topology.demos();
     if let Some(pinned) = demos.iter().find(|d| d.pinned) {
         let probe = demo_probe(pinned);
-        match probe.wait_every(READY_PATIENCE, QUICK_POLL, supervisor).await {
+        match probe
+            .wait_every(READY_PATIENCE, QUICK_POLL, supervisor)
+            .await
+        {
             Ok(_) => console.ok(&format!(
                 "first answer across clusters {} ms after the export was stored ({})",
                 exported.elapsed().as_millis(),
@@ -164,7 +168,7 @@ pub(super) async fn start(
             return Err(Stop::Failed);
         }
     };
-    let commands = meshctl::commands(topology, &contexts);
+    let commands = meshctl::commands(topology);
     let lines = step(
         supervisor,
         console,
@@ -223,6 +227,9 @@ fn demo_probe(demo: &super::topology::Demo) -> Probe {
         expect: demo.expect.clone(),
     }
 }
+
+/// The controllers' log filter: Raft's per-election chatter stays out.
+const CONTROLLER_LOG: &str = "info,openraft=warn";
 
 /// How often the first cross-cluster answer is tried, so the measured
 /// time is not mostly waiting.

@@ -33,7 +33,7 @@ pub(crate) struct Command {
 /// The commands for the dev topology: the import in the frontend's cluster,
 /// the export in the exporting one, the registered workloads, the link, and
 /// `check` on the current context.
-pub(crate) fn commands(topology: &Topology, _contexts: &Path) -> Vec<Command> {
+pub(crate) fn commands(topology: &Topology) -> Vec<Command> {
     let mut out = Vec::new();
     let home = &topology.clusters[0];
     let ctx = |name: &str, rest: &[&str]| -> Vec<String> {
@@ -183,7 +183,7 @@ mod tests {
     #[test]
     fn the_dev_commands() {
         let t = Topology::dev(DEFAULT_PORT_BASE).unwrap();
-        let commands = commands(&t, Path::new("/s/meshctl.yaml"));
+        let commands = commands(&t);
         let args: Vec<String> = commands.iter().map(|c| c.args.join(" ")).collect();
         assert_eq!(
             args,

@@ -313,13 +313,7 @@ pub(crate) struct Demo {
 }
 
 impl Demo {
-    fn new(
-        addr: SocketAddr,
-        path: &str,
-        comment: &str,
-        expect: Vec<String>,
-        pinned: bool,
-    ) -> Self {
+    fn new(addr: SocketAddr, path: &str, comment: &str, expect: Vec<String>, pinned: bool) -> Self {
         Self {
             hint: Hint {
                 command: format!("curl http://{addr}{path}"),

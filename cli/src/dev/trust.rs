@@ -224,8 +224,7 @@ mod tests {
                 SystemTime::now(),
             )
             .unwrap();
-        let source =
-            trust_bundle::SvidSource::new(svid, trust_bundle::crypto_provider()).unwrap();
+        let source = trust_bundle::SvidSource::new(svid, trust_bundle::crypto_provider()).unwrap();
         let bundle = Bundle::with_x509_authorities(td, [ca.trust_anchor().clone()]);
         let (_tx, rx) = tokio::sync::watch::channel(bundle.clone());
         let server = trust_bundle::endpoint::BundleEndpointServer::bind(
@@ -260,7 +259,10 @@ mod tests {
         let cluster = &t.clusters[1];
         let (_, stop) = endpoint(cluster, "spiffe://cluster-b.mesh/ns/default/sa/impostor").await;
         let err = format!("{:#}", own_bundle(cluster).await.unwrap_err());
-        assert!(err.contains("authenticated with the bundle it served"), "{err}");
+        assert!(
+            err.contains("authenticated with the bundle it served"),
+            "{err}"
+        );
         let _ = stop.send(true);
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
-use rustix::process::{kill_process, test_kill_process, Pid, Signal};
+use rustix::process::{kill_process, Pid, Signal};
 
 /// The file name in the state dir.
 pub(crate) const FILE: &str = "dev-up.pid";
@@ -71,7 +71,9 @@ pub(crate) async fn stop(state: &Path, patience: Duration) -> anyhow::Result<i32
     }
     kill_process(pid, Signal::TERM).with_context(|| format!("SIGTERM to {raw}"))?;
     let deadline = tokio::time::Instant::now() + patience;
-    while test_kill_process(pid).is_ok() {
+    // A zombie (exited, not yet reaped by its parent) has an empty command
+    // line: it counts as gone.
+    while is_dev_up(pid) {
         if tokio::time::Instant::now() >= deadline {
             bail!(
                 "dev up (pid {raw}) still runs {}s after SIGTERM",

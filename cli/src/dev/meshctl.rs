@@ -62,7 +62,7 @@ pub(crate) fn commands(topology: &Topology) -> Vec<Command> {
         .workloads
         .iter()
         .filter(|w| w.role == Role::Backend)
-        .map(|w| configs::workload_name(w))
+        .map(configs::workload_name)
         .collect();
     if !registered.is_empty() {
         out.push(Command {

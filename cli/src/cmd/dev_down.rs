@@ -39,3 +39,45 @@ pub(super) fn run(args: DevDownArgs) -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Cli, Command, DevCommand};
+    use clap::Parser as _;
+
+    #[test]
+    fn dev_down_needs_the_state_dir() {
+        let cli = Cli::try_parse_from(["meshctl", "dev", "down", "--state-dir", "/s"]).unwrap();
+        let Command::Dev {
+            command: DevCommand::Down(args),
+        } = cli.command
+        else {
+            panic!("not dev down: {cli:?}");
+        };
+        assert_eq!(args.state_dir, std::path::PathBuf::from("/s"));
+        assert!(Cli::try_parse_from(["meshctl", "dev", "down"]).is_err());
+    }
+
+    #[test]
+    fn the_hidden_controller_command_passes_its_arguments_through() {
+        let cli = Cli::try_parse_from([
+            "meshctl",
+            "__controller",
+            "--parent-pid",
+            "7",
+            "--config",
+            "/s/cluster-a/controller.yaml",
+            "--log",
+            "info",
+        ])
+        .unwrap();
+        let Command::Controller(args) = cli.command else {
+            panic!("not the controller: {cli:?}");
+        };
+        assert_eq!(args.parent_pid, Some(7));
+        assert_eq!(
+            args.args,
+            ["--config", "/s/cluster-a/controller.yaml", "--log", "info"]
+        );
+    }
+}

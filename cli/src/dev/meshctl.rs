@@ -134,19 +134,18 @@ pub(crate) async fn check(commands: &[Command], contexts: &Path) -> anyhow::Resu
     Ok(done)
 }
 
-/// The output line naming the first expected string, or the line count.
+/// The output line naming the first expected string, else the last line
+/// (`check`'s verdict), whitespace squeezed and a leading `✔` dropped.
 fn summary(stdout: &str, expect: &[String]) -> String {
     let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
-    match expect
+    let line = expect
         .first()
         .and_then(|e| lines.iter().find(|l| l.contains(e.as_str())))
-    {
-        Some(line) => line.split_whitespace().collect::<Vec<_>>().join(" "),
-        None => match lines.iter().filter(|l| l.starts_with('✘')).count() {
-            0 => format!("{} lines, no ✘", lines.len()),
-            n => format!("{n} ✘"),
-        },
-    }
+        .or(lines.last())
+        .copied()
+        .unwrap_or("(no output)");
+    let line = line.trim().trim_start_matches('✔').trim_start();
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn short(service: &str) -> String {
@@ -208,6 +207,10 @@ mod tests {
             summary(out, &["backend".to_owned()]),
             "default backend ClusterSetIP"
         );
-        assert_eq!(summary("✔ a\n✔ b\n", &[]), "2 lines, no ✘");
+        assert_eq!(
+            summary("✔ a\n✔ b\n\n✔ all 2 checks passed\n", &[]),
+            "all 2 checks passed"
+        );
+        assert_eq!(summary("", &[]), "(no output)");
     }
 }

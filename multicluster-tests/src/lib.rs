@@ -12,7 +12,7 @@
 //! benchmark harness against Envoy and HAProxy ([`bench`](mod@bench), run by the
 //! `isthmus-bench` binary; docs/performance.md).
 //! What it does not own: the binaries' behaviour (bugs found go to
-//! `BUGS.md`), network namespaces and WAN faults (a later tier).
+//! `BUGS.md`), network namespaces and WAN faults (the [`netns`] tier).
 //!
 //! Driving it: build a [`topology::Topology`] (or a
 //! [`standard::StandardBuilder`]), start the apps, `start()` it, point
@@ -24,6 +24,7 @@ pub mod bins;
 pub mod config;
 pub mod mesh;
 pub mod net;
+pub mod netns;
 pub mod pki;
 pub mod process;
 pub mod ready;

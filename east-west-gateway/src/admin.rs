@@ -1,7 +1,9 @@
 //! The admin HTTP/1.1 listener: `GET /healthz` (200 while the process
 //! runs), `GET /readyz` (200 once the QUIC listener is up with an SVID
 //! loaded, 503 before and while draining), `GET /metrics` (Prometheus /
-//! OpenMetrics text of the registry passed in).
+//! OpenMetrics text of the registry passed in), `GET /peers` (JSON
+//! `[{"cluster","connected":bool,"rtt_ms":f64}]`, one row per configured
+//! peer, sorted by cluster).
 //!
 //! Slowloris and garbage guards: request headers must arrive within the
 //! header timeout and fit in [`MAX_HEADER_BYTES`]; otherwise hyper closes
@@ -22,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::debug;
 
+use crate::peers::PeerStatus;
 use crate::state::Status;
 
 /// Largest request head accepted, bytes (hyper's minimum buffer).
@@ -34,6 +37,8 @@ pub struct AdminState {
     pub status: Arc<Status>,
     /// The metrics registry.
     pub registry: Arc<Registry>,
+    /// The peer rows of `GET /peers`.
+    pub peers: Arc<dyn Fn() -> Vec<PeerStatus> + Send + Sync>,
 }
 
 /// Serves admin requests on `listener` until `shutdown` turns true.
@@ -106,6 +111,15 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
                 http::HeaderValue::from_static(
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 ),
+            );
+            resp
+        }
+        "/peers" => {
+            let body = serde_json::to_vec(&(state.peers)()).unwrap_or_else(|_| b"[]".to_vec());
+            let mut resp = Response::new(Full::new(Bytes::from(body)));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
             );
             resp
         }

@@ -98,6 +98,15 @@ async fn run(config: Config, path: &Path) -> ExitCode {
         reconnect = ?config.reconnect,
         "effective config"
     );
+    // Installed before the gateway reports ready, so a SIGHUP/SIGTERM sent
+    // as soon as `/readyz` answers 200 cannot hit the default action.
+    let handlers = match Signals::install() {
+        Ok(h) => h,
+        Err(e) => {
+            error!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let gateway = match Gateway::start(config, Registry::default()).await {
         Ok(g) => g,
         Err(e) => {
@@ -109,33 +118,55 @@ async fn run(config: Config, path: &Path) -> ExitCode {
             };
         }
     };
-    if let Err(e) = signals(&gateway, path).await {
-        error!("cannot install signal handlers: {e}");
-    }
+    handlers.run(&gateway, path).await;
     let report = gateway.drain().await;
     info!(abandoned = report.abandoned, "mesh-gateway stopped");
     ExitCode::SUCCESS
 }
 
-/// Handles SIGHUP (reload) until SIGTERM or SIGINT arrives.
+/// The process's signal streams (SIGTERM, SIGINT, SIGHUP).
 #[cfg(unix)]
-async fn signals(gateway: &Gateway, path: &Path) -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => { info!("SIGTERM: draining"); return Ok(()); }
-            _ = int.recv() => { info!("SIGINT: draining"); return Ok(()); }
-            _ = hup.recv() => reload(gateway, path),
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Handles SIGHUP (reload) until SIGTERM or SIGINT arrives.
+    async fn run(mut self, gateway: &Gateway, path: &Path) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => { info!("SIGTERM: draining"); return; }
+                _ = self.int.recv() => { info!("SIGINT: draining"); return; }
+                _ = self.hup.recv() => reload(gateway, path),
+            }
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn signals(_gateway: &Gateway, _path: &Path) -> std::io::Result<()> {
-    tokio::signal::ctrl_c().await
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals)
+    }
+
+    async fn run(self, _gateway: &Gateway, _path: &Path) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn reload(gateway: &Gateway, path: &Path) {

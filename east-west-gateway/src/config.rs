@@ -80,6 +80,25 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Reconnect backoff.
     pub reconnect: ReconnectConfig,
+    /// The controller, when the SVID, `peers` and `exports` come from it.
+    pub control_plane: Option<ControlPlane>,
+}
+
+/// The `control_plane` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlPlane {
+    /// `host:port` of the controller's gRPC listener.
+    pub address: String,
+    /// The SPIFFE ID the controller must present.
+    pub spiffe_id: SpiffeId,
+    /// The join token file (relative to the config's directory).
+    pub join_token_file: PathBuf,
+    /// Plaintext (h2c) to the controller: loopback tests only.
+    pub danger_plaintext: bool,
+    /// First reconnect delay.
+    pub initial_backoff: Duration,
+    /// Largest reconnect delay.
+    pub max_backoff: Duration,
 }
 
 /// A linked peer gateway.
@@ -269,6 +288,27 @@ impl Config {
         Self::from_raw(raw, base_dir, file)
     }
 
+    /// This config with `peers` and `exports` replaced by `peers` and
+    /// `exports` (from the control plane), validated exactly like the
+    /// file's sections; errors name `source` as the file.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`].
+    pub fn with_dynamic(
+        &self,
+        peers: &[RawPeer],
+        exports: &[RawExport],
+        source: &str,
+    ) -> Result<Config, ConfigError> {
+        let v = Validator { file: source };
+        let (peers, exports) =
+            v.peers_and_exports(&self.cluster, &self.trust_domain, peers, exports)?;
+        let mut next = self.clone();
+        next.peers = peers;
+        next.exports = exports;
+        Ok(next)
+    }
+
     /// The peer whose gateway may present `id`, if any.
     pub fn peer_for_id(&self, id: &SpiffeId) -> Option<&PeerConfig> {
         self.peers.values().find(|p| p.admits(id))
@@ -328,7 +368,20 @@ impl Validator<'_> {
             bundles: raw.identity.bundles,
             svid_ttl_ms: raw.identity.svid_ttl_ms,
         };
-        if identity.ca.is_some() == identity.svid.is_some() {
+        if raw.control_plane.is_some() {
+            for (key, set) in [
+                ("identity.ca", identity.ca.is_some()),
+                ("identity.svid", identity.svid.is_some()),
+                ("identity.svid_ttl_ms", identity.svid_ttl_ms.is_some()),
+            ] {
+                if set {
+                    return Err(self.err(
+                        key,
+                        "not allowed with control_plane: the SVID comes from the controller",
+                    ));
+                }
+            }
+        } else if identity.ca.is_some() == identity.svid.is_some() {
             return Err(self.err("identity", "give exactly one of `ca` and `svid`"));
         }
         let listen = self.socket_addr("listen", &raw.listen)?;
@@ -338,15 +391,60 @@ impl Validator<'_> {
             None => None,
         };
 
+        let control_plane = match &raw.control_plane {
+            None => None,
+            Some(cp) => {
+                if !raw.peers.is_empty() || !raw.exports.is_empty() {
+                    let key = if raw.peers.is_empty() {
+                        "exports"
+                    } else {
+                        "peers"
+                    };
+                    return Err(self.err(
+                        key,
+                        "not allowed with control_plane: peers and exports come from the controller",
+                    ));
+                }
+                Some(self.control_plane(cp, &id)?)
+            }
+        };
+        let (peers, exports) =
+            self.peers_and_exports(&raw.cluster, &trust_domain, &raw.peers, &raw.exports)?;
+
+        Ok(Config {
+            cluster: raw.cluster,
+            identity,
+            base_dir: base_dir.to_path_buf(),
+            trust_domain,
+            listen,
+            admin,
+            tcp_listen,
+            peers,
+            exports,
+            quic: self.quic(&raw.quic)?,
+            timeouts: self.timeouts(&raw.timeouts)?,
+            reconnect: self.reconnect(&raw.reconnect)?,
+            control_plane,
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn peers_and_exports(
+        &self,
+        own_cluster: &str,
+        trust_domain: &TrustDomain,
+        raw_peers: &[RawPeer],
+        raw_exports: &[RawExport],
+    ) -> Result<(BTreeMap<String, PeerConfig>, BTreeMap<ServiceKey, Export>), ConfigError> {
         let mut peers = BTreeMap::new();
         let mut tds = BTreeSet::new();
-        for (i, p) in raw.peers.iter().enumerate() {
+        for (i, p) in raw_peers.iter().enumerate() {
             let key = format!("peers[{i}]");
             let peer = self.peer(&key, p)?;
-            if peer.cluster == raw.cluster {
+            if peer.cluster == own_cluster {
                 return Err(self.err(format!("{key}.cluster"), "is our own cluster"));
             }
-            if peer.trust_domain == trust_domain {
+            if &peer.trust_domain == trust_domain {
                 return Err(self.err(
                     format!("{key}.trust_domain"),
                     "is our own trust domain; each cluster needs its own",
@@ -364,9 +462,9 @@ impl Validator<'_> {
         }
 
         let mut exports = BTreeMap::new();
-        for (i, e) in raw.exports.iter().enumerate() {
+        for (i, e) in raw_exports.iter().enumerate() {
             let key = format!("exports[{i}]");
-            let (skey, export) = self.export(&key, e, &peers, &trust_domain)?;
+            let (skey, export) = self.export(&key, e, &peers, trust_domain)?;
             if exports.insert(skey, export).is_some() {
                 return Err(self.err(
                     format!("{key}.service"),
@@ -375,19 +473,59 @@ impl Validator<'_> {
             }
         }
 
-        Ok(Config {
-            cluster: raw.cluster,
-            identity,
-            base_dir: base_dir.to_path_buf(),
-            trust_domain,
-            listen,
-            admin,
-            tcp_listen,
-            peers,
-            exports,
-            quic: self.quic(&raw.quic)?,
-            timeouts: self.timeouts(&raw.timeouts)?,
-            reconnect: self.reconnect(&raw.reconnect)?,
+        Ok((peers, exports))
+    }
+
+    fn control_plane(
+        &self,
+        cp: &RawControlPlane,
+        id: &SpiffeId,
+    ) -> Result<ControlPlane, ConfigError> {
+        match cp.address.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
+            _ => {
+                return Err(self.err(
+                    "control_plane.address",
+                    format!("`{}` is not host:port", cp.address),
+                ))
+            }
+        }
+        let spiffe_id = match &cp.spiffe_id {
+            Some(s) => SpiffeId::parse(s)
+                .map_err(|e| self.err("control_plane.spiffe_id", e.to_string()))?,
+            None => SpiffeId::parse(&format!(
+                "spiffe://{}/ns/isthmus-system/sa/controller",
+                id.trust_domain_str()
+            ))
+            .map_err(|e| self.err("control_plane.spiffe_id", e.to_string()))?,
+        };
+        if cp.join_token_file.as_os_str().is_empty() {
+            return Err(self.err("control_plane.join_token_file", "must not be empty"));
+        }
+        let initial = cp.initial_backoff_ms.unwrap_or(200);
+        let max = cp.max_backoff_ms.unwrap_or(15_000);
+        if initial == 0 {
+            return Err(self.err("control_plane.initial_backoff_ms", "must be > 0"));
+        }
+        if max < initial {
+            return Err(self.err(
+                "control_plane.max_backoff_ms",
+                "must be at least control_plane.initial_backoff_ms",
+            ));
+        }
+        if max > MAX_DURATION_MS {
+            return Err(self.err(
+                "control_plane.max_backoff_ms",
+                format!("must be at most {MAX_DURATION_MS} (one week)"),
+            ));
+        }
+        Ok(ControlPlane {
+            address: cp.address.clone(),
+            spiffe_id,
+            join_token_file: cp.join_token_file.clone(),
+            danger_plaintext: cp.danger_plaintext.unwrap_or(false),
+            initial_backoff: Duration::from_millis(initial),
+            max_backoff: Duration::from_millis(max),
         })
     }
 

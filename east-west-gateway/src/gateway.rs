@@ -2,25 +2,32 @@
 //! identity, binds the QUIC, TCP+TLS (if `tcp_listen`) and admin listeners
 //! and starts the peer pool;
 //! [`Gateway::reload`] swaps config atomically; [`Gateway::drain`] stops
-//! gracefully.
+//! gracefully. With a `control_plane` section the SVID comes from the
+//! controller and `peers`/`exports` from its xDS ([`crate::control`]),
+//! applied through the same swap as a reload.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use mesh_api::ads_client::{AdsClient, AdsConfig, AdsSnapshot, Backoff, Subscriptions};
+use mesh_api::envoy_types::pb::envoy::config::core::v3::Node;
+use mesh_api::envoy_types::pb::google::protobuf::{value, Struct, Value};
+use mesh_api::identity_client::{self, BootstrapConfig, BootstrapError};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
-use trust_bundle::config::IdentityConfigError;
+use trust_bundle::config::{IdentityConfigError, LoadedIdentity};
 use trust_bundle::rotation::RenewalPolicy;
-use trust_bundle::source::SystemClock;
-use trust_bundle::{BundleStore, SvidSource};
+use trust_bundle::source::{SvidIssuer, SystemClock};
+use trust_bundle::{BundleStore, SpiffeId, SvidSource};
 use tunnel_proto::code;
 
 use crate::admin::{self, AdminState};
-use crate::config::Config;
+use crate::config::{Config, RawExport, RawPeer};
+use crate::control;
 use crate::endpoint::{self, EndpointError};
 use crate::metrics::Metrics;
 use crate::peers::{PeerPool, PoolContext};
@@ -41,6 +48,9 @@ pub enum StartError {
     /// The TCP+TLS listener (`tcp_listen`) could not be set up or bound.
     #[error("tcp+tls listener")]
     TcpListen(#[source] ListenError),
+    /// The SVID could not be obtained from the controller.
+    #[error("identity from the control plane")]
+    ControlPlane(#[source] BootstrapError),
     /// The admin listener could not be bound.
     #[error("cannot bind admin tcp {addr}")]
     Admin {
@@ -56,7 +66,16 @@ impl StartError {
     /// Whether the config is at fault (exit status 2) rather than the
     /// environment.
     pub fn is_config_error(&self) -> bool {
-        matches!(self, StartError::Identity(_))
+        matches!(
+            self,
+            StartError::Identity(_)
+                | StartError::ControlPlane(
+                    BootstrapError::Read { .. }
+                        | BootstrapError::Bundles { .. }
+                        | BootstrapError::OwnBundleMissing { .. }
+                        | BootstrapError::EmptyToken(_)
+                )
+        )
     }
 }
 
@@ -75,6 +94,9 @@ pub enum ReloadError {
     /// The new QUIC settings do not make a server config.
     #[error("quic settings")]
     Endpoint(#[source] EndpointError),
+    /// The peers and exports from the control plane do not validate.
+    #[error("peers and exports from the control plane")]
+    Dynamic(#[source] crate::config::ConfigError),
 }
 
 /// What a drain left behind.
@@ -88,13 +110,34 @@ pub struct DrainReport {
 pub struct Gateway {
     ctx: Arc<Ctx>,
     endpoint: quinn::Endpoint,
-    source: Arc<SvidSource>,
-    store: BundleStore,
+    live: Arc<Live>,
     quic_addr: SocketAddr,
     tcp_addr: Option<SocketAddr>,
     admin_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    ads: Option<Arc<AdsClient>>,
+}
+
+/// What a reload touches; shared with the control-plane tasks.
+struct Live {
+    ctx: Arc<Ctx>,
+    endpoint: quinn::Endpoint,
+    source: Arc<SvidSource>,
+    /// The verification store: own and linked trust domains only.
+    store: BundleStore,
+    /// Control-plane mode: the controller's bundles, the file's config and
+    /// the last peers/exports from xDS. Its lock serializes swaps.
+    control: Option<Mutex<ControlState>>,
+}
+
+struct ControlState {
+    /// Every bundle the controller sent (filtered into `Live::store`).
+    bundles: BundleStore,
+    /// The file's config (no peers/exports).
+    file: Config,
+    /// The last peers and exports from xDS.
+    dynamic: (Vec<RawPeer>, Vec<RawExport>),
 }
 
 impl Gateway {
@@ -105,10 +148,41 @@ impl Gateway {
     /// # Errors
     /// [`StartError`].
     pub async fn start(config: Config, mut registry: Registry) -> Result<Gateway, StartError> {
-        let identity = config
-            .identity
-            .load(&config.base_dir)
-            .map_err(StartError::Identity)?;
+        let (identity, bootstrapped) = match &config.control_plane {
+            None => (
+                config
+                    .identity
+                    .load(&config.base_dir)
+                    .map_err(StartError::Identity)?,
+                None,
+            ),
+            Some(cp) => {
+                let id = SpiffeId::parse(&config.identity.spiffe_id)
+                    .map_err(|e| StartError::Identity(IdentityConfigError::Id(e)))?;
+                let b = identity_client::bootstrap(&BootstrapConfig {
+                    id: id.clone(),
+                    address: cp.address.clone(),
+                    server_id: cp.spiffe_id.clone(),
+                    danger_plaintext: cp.danger_plaintext,
+                    bundles_file: config.base_dir.join(&config.identity.bundles),
+                    join_token_file: config.base_dir.join(&cp.join_token_file),
+                    connect_timeout: config.timeouts.connect,
+                    initial_backoff: cp.initial_backoff,
+                    max_backoff: cp.max_backoff,
+                    patience: BOOTSTRAP_PATIENCE,
+                })
+                .await
+                .map_err(StartError::ControlPlane)?;
+                let issuer: Arc<dyn SvidIssuer> = b.client.clone();
+                let loaded = LoadedIdentity {
+                    id,
+                    source: b.source.clone(),
+                    store: b.store.clone(),
+                    issuer: Some(issuer),
+                };
+                (loaded, Some(b))
+            }
+        };
         let store = BundleStore::from_map(&endpoint::trusted_map(&identity.store, &config));
         let cell = Arc::new(ConfigCell::new(config.clone()));
         let server = endpoint::server_config(
@@ -174,6 +248,20 @@ impl Gateway {
             pool,
             round_robin: AtomicUsize::new(0),
         });
+        let live = Arc::new(Live {
+            ctx: ctx.clone(),
+            endpoint: quic.clone(),
+            source: identity.source.clone(),
+            store: store.clone(),
+            control: bootstrapped.as_ref().map(|b| {
+                Mutex::new(ControlState {
+                    bundles: b.store.clone(),
+                    file: config.clone(),
+                    dynamic: (Vec::new(), Vec::new()),
+                })
+            }),
+        });
+        let peers_ctx = ctx.clone();
         let mut tasks = vec![
             tokio::spawn(server::accept_loop(quic.clone(), ctx.clone())),
             tokio::spawn(admin::serve(
@@ -181,6 +269,7 @@ impl Gateway {
                 AdminState {
                     status: status.clone(),
                     registry: Arc::new(registry),
+                    peers: Arc::new(move || peers_ctx.pool.status()),
                 },
                 config.timeouts.header,
                 shutdown_rx.clone(),
@@ -195,6 +284,36 @@ impl Gateway {
                 shutdown_rx.clone(),
             )));
         }
+        let ads = match (&bootstrapped, &config.control_plane) {
+            (Some(b), Some(cp)) => {
+                let backoff = || Backoff::new(cp.initial_backoff, cp.max_backoff);
+                let versions =
+                    b.client
+                        .watch_bundles(b.source.clone(), backoff(), shutdown_rx.clone());
+                tasks.push(tokio::spawn(follow_bundles(
+                    live.clone(),
+                    versions,
+                    shutdown_rx.clone(),
+                )));
+                let ads = Arc::new(AdsClient::spawn(
+                    b.target.with_client(b.source.clone()),
+                    AdsConfig {
+                        node: node(&config, &identity.id),
+                        subscriptions: control::subscriptions(&AdsSnapshot::default()),
+                        initial_backoff: cp.initial_backoff,
+                        max_backoff: cp.max_backoff,
+                    },
+                    control::validator(),
+                ));
+                tasks.push(tokio::spawn(follow_xds(
+                    live.clone(),
+                    ads.clone(),
+                    shutdown_rx.clone(),
+                )));
+                Some(ads)
+            }
+            _ => None,
+        };
         if let Some(issuer) = identity.issuer {
             tasks.push(tokio::spawn(trust_bundle::source::run_rotation(
                 identity.source.clone(),
@@ -213,13 +332,13 @@ impl Gateway {
         Ok(Gateway {
             ctx,
             endpoint: quic,
-            source: identity.source,
-            store,
+            live,
             quic_addr,
             tcp_addr,
             admin_addr,
             shutdown,
             tasks,
+            ads,
         })
     }
 
@@ -262,58 +381,7 @@ impl Gateway {
     /// # Errors
     /// [`ReloadError`]; nothing changed.
     pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
-        let old = self.ctx.config.load();
-        for (key, changed) in [
-            ("cluster", old.cluster != config.cluster),
-            ("listen", old.listen != config.listen),
-            ("tcp_listen", old.tcp_listen != config.tcp_listen),
-            ("admin", old.admin != config.admin),
-            (
-                "identity.spiffe_id",
-                old.identity.spiffe_id != config.identity.spiffe_id,
-            ),
-        ] {
-            if changed {
-                return Err(ReloadError::RestartRequired { key });
-            }
-        }
-        let loaded = config
-            .identity
-            .load(&config.base_dir)
-            .map_err(ReloadError::Identity)?;
-        let server = if old.quic != config.quic {
-            Some(
-                endpoint::server_config(
-                    self.source.clone(),
-                    self.store.clone(),
-                    self.ctx.config.clone(),
-                    &config.quic,
-                )
-                .map_err(ReloadError::Endpoint)?,
-            )
-        } else {
-            None
-        };
-        // Everything is validated: apply.
-        if config.identity.svid.is_some() {
-            if let Err(e) = self.source.update(loaded.source.svid()) {
-                warn!(error = %e, "reloaded SVID is unusable; keeping the current one");
-            }
-        }
-        self.store
-            .replace_all(&endpoint::trusted_map(&loaded.store, &config));
-        if let Some(server) = server {
-            self.endpoint.set_server_config(Some(server));
-        }
-        let config = Arc::new(config);
-        self.ctx.config.store(config.clone());
-        self.ctx.pool.reconcile(&config);
-        info!(
-            peers = config.peers.len(),
-            exports = config.exports.len(),
-            "config reloaded"
-        );
-        Ok(())
+        self.live.reload(config)
     }
 
     /// Graceful stop: `/readyz` turns 503, new connections are refused and
@@ -331,6 +399,9 @@ impl Gateway {
         let _ = tokio::time::timeout(limit, self.ctx.inflight.idle()).await;
         let abandoned = self.ctx.inflight.count();
         self.ctx.pool.shutdown();
+        if let Some(ads) = &self.ads {
+            ads.stop();
+        }
         self.endpoint
             .close(code::CLOSE_DRAINING.into(), b"draining");
         let _ = self.shutdown.send(true);
@@ -350,6 +421,197 @@ impl Drop for Gateway {
         let _ = self.shutdown.send(true);
         for t in &self.tasks {
             t.abort();
+        }
+    }
+}
+
+/// How long start-up keeps retrying the first `SignSvid`.
+const BOOTSTRAP_PATIENCE: Duration = Duration::from_secs(60);
+
+impl Live {
+    /// A config from the file (SIGHUP): in control-plane mode the last
+    /// peers and exports from xDS are kept.
+    fn reload(&self, config: Config) -> Result<(), ReloadError> {
+        let old = self.ctx.config.load();
+        for (key, changed) in [
+            ("cluster", old.cluster != config.cluster),
+            ("listen", old.listen != config.listen),
+            ("tcp_listen", old.tcp_listen != config.tcp_listen),
+            ("admin", old.admin != config.admin),
+            (
+                "identity.spiffe_id",
+                old.identity.spiffe_id != config.identity.spiffe_id,
+            ),
+            ("control_plane", old.control_plane != config.control_plane),
+        ] {
+            if changed {
+                return Err(ReloadError::RestartRequired { key });
+            }
+        }
+        match &self.control {
+            None => {
+                let loaded = config
+                    .identity
+                    .load(&config.base_dir)
+                    .map_err(ReloadError::Identity)?;
+                self.swap(config, Some(&loaded))
+            }
+            Some(control) => {
+                let mut state = control.lock().unwrap_or_else(|p| p.into_inner());
+                let (peers, exports) = &state.dynamic;
+                let merged = config
+                    .with_dynamic(peers, exports, "control plane")
+                    .map_err(ReloadError::Dynamic)?;
+                self.swap_with_bundles(merged, &state.bundles)?;
+                state.file = config;
+                Ok(())
+            }
+        }
+    }
+
+    /// Peers and exports from xDS (control-plane mode).
+    fn apply_xds(&self, peers: Vec<RawPeer>, exports: Vec<RawExport>) -> Result<(), ReloadError> {
+        let Some(control) = &self.control else {
+            return Ok(());
+        };
+        let mut state = control.lock().unwrap_or_else(|p| p.into_inner());
+        let merged = state
+            .file
+            .with_dynamic(&peers, &exports, "control plane")
+            .map_err(ReloadError::Dynamic)?;
+        if *self.ctx.config.load() == merged {
+            state.dynamic = (peers, exports);
+            return Ok(());
+        }
+        self.swap_with_bundles(merged, &state.bundles)?;
+        state.dynamic = (peers, exports);
+        Ok(())
+    }
+
+    /// The controller's bundles changed: re-filter them into the store.
+    fn refresh_bundles(&self) {
+        if let Some(control) = &self.control {
+            let state = control.lock().unwrap_or_else(|p| p.into_inner());
+            let config = self.ctx.config.load();
+            self.store
+                .replace_all(&endpoint::trusted_map(&state.bundles, &config));
+        }
+    }
+
+    fn swap_with_bundles(&self, config: Config, bundles: &BundleStore) -> Result<(), ReloadError> {
+        let server = self.quic_server(&config)?;
+        self.store
+            .replace_all(&endpoint::trusted_map(bundles, &config));
+        self.commit(config, server);
+        Ok(())
+    }
+
+    fn swap(&self, config: Config, loaded: Option<&LoadedIdentity>) -> Result<(), ReloadError> {
+        let server = self.quic_server(&config)?;
+        // Everything is validated: apply.
+        if let Some(loaded) = loaded {
+            if config.identity.svid.is_some() {
+                if let Err(e) = self.source.update(loaded.source.svid()) {
+                    warn!(error = %e, "reloaded SVID is unusable; keeping the current one");
+                }
+            }
+            self.store
+                .replace_all(&endpoint::trusted_map(&loaded.store, &config));
+        }
+        self.commit(config, server);
+        Ok(())
+    }
+
+    fn quic_server(&self, config: &Config) -> Result<Option<quinn::ServerConfig>, ReloadError> {
+        let old = self.ctx.config.load();
+        if old.quic == config.quic {
+            return Ok(None);
+        }
+        endpoint::server_config(
+            self.source.clone(),
+            self.store.clone(),
+            self.ctx.config.clone(),
+            &config.quic,
+        )
+        .map(Some)
+        .map_err(ReloadError::Endpoint)
+    }
+
+    fn commit(&self, config: Config, server: Option<quinn::ServerConfig>) {
+        if let Some(server) = server {
+            self.endpoint.set_server_config(Some(server));
+        }
+        let config = Arc::new(config);
+        self.ctx.config.store(config.clone());
+        self.ctx.pool.reconcile(&config);
+        info!(
+            peers = config.peers.len(),
+            exports = config.exports.len(),
+            "config reloaded"
+        );
+    }
+}
+
+fn node(config: &Config, id: &SpiffeId) -> Node {
+    let mut metadata = Struct::default();
+    metadata.fields.insert(
+        mesh_api::xds::NODE_ROLE.to_owned(),
+        Value {
+            kind: Some(value::Kind::StringValue("gateway".to_owned())),
+        },
+    );
+    Node {
+        id: format!("gateway~{}~{id}", config.listen.ip()),
+        cluster: config.cluster.clone(),
+        metadata: Some(metadata),
+        ..Default::default()
+    }
+}
+
+/// Applies every accepted xDS generation; widens the EDS subscription to
+/// the `peer|`/`export|` clusters CDS names.
+async fn follow_xds(live: Arc<Live>, ads: Arc<AdsClient>, mut stop: watch::Receiver<bool>) {
+    let mut rx = ads.watch();
+    let mut subscribed: Subscriptions = control::subscriptions(&AdsSnapshot::default());
+    let mut applied = 0u64;
+    loop {
+        let snap = rx.borrow_and_update().clone();
+        if snap.generation != applied {
+            applied = snap.generation;
+            let wanted = control::subscriptions(&snap);
+            if subscribed != wanted {
+                ads.set_subscriptions(wanted.clone());
+                subscribed = wanted;
+            }
+            match control::from_xds(&snap) {
+                Ok((peers, exports)) => {
+                    if let Err(e) = live.apply_xds(peers, exports) {
+                        warn!(error = %mesh_api::error_chain(&e), "xDS config refused; keeping the last good one");
+                    }
+                }
+                Err(e) => warn!(error = %e, "xDS resources unusable; keeping the last good config"),
+            }
+        }
+        tokio::select! {
+            c = rx.changed() => if c.is_err() { return },
+            r = stop.wait_for(|s| *s) => { let _ = r; return; }
+        }
+    }
+}
+
+/// Re-filters the controller's bundles into the store on every update.
+async fn follow_bundles(
+    live: Arc<Live>,
+    mut versions: watch::Receiver<u64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            c = versions.changed() => {
+                if c.is_err() { return; }
+                live.refresh_bundles();
+            }
+            r = stop.wait_for(|s| *s) => { let _ = r; return; }
         }
     }
 }

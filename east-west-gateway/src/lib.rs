@@ -9,8 +9,10 @@
 //! ([`peers`], [`backoff`]), the TCP+TLS transport ([`tcp_tls`]), routing
 //! of tunnel streams ([`route`], pure; carried out by [`forward`] and
 //! [`inbound`]), the admin listener
-//! ([`admin`]), config loading and reload ([`config`], [`gateway`]), and the
-//! binary's entry point [`run_cli`].
+//! ([`admin`], including `GET /peers`), config loading and reload
+//! ([`config`], [`gateway`]), peers and exports from the controller's xDS
+//! ([`control`], `control_plane` section), and the binary's entry point
+//! [`run_cli`].
 //!
 //! What it does not own: the wire protocol (the sans-IO `tunnel-proto`
 //! crate), identities and bundles (`trust-bundle`), and the end-to-end mTLS
@@ -24,6 +26,7 @@
 pub mod admin;
 pub mod backoff;
 pub mod config;
+pub mod control;
 pub mod endpoint;
 pub mod forward;
 pub mod gateway;

@@ -9,6 +9,7 @@ use clap::Parser;
 use prometheus_client::registry::Registry;
 
 use crate::config::{Config, WorkerThreads};
+use crate::control::ControlError;
 use crate::errors::error_chain;
 use crate::runtime::{Sidecar, StartError};
 
@@ -79,11 +80,29 @@ async fn run(config: Config, path: PathBuf) -> ExitCode {
         "effective config"
     );
     let path_shown = path.display().to_string();
+    // Installed before the listeners are up, so a SIGHUP/SIGTERM sent as
+    // soon as the sidecar answers cannot hit the default action.
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return ExitCode::from(EXIT_START_FAILED);
+        }
+    };
     let sidecar = match Sidecar::start(config, Some(path), Registry::default()).await {
         Ok(s) => s,
         Err(e) => {
             return match e {
                 StartError::Identity(e) => {
+                    tracing::error!("invalid config: {}: {}", path_shown, error_chain(&e));
+                    ExitCode::from(EXIT_BAD_CONFIG)
+                }
+                StartError::ControlPlane(
+                    e @ (ControlError::Read { .. }
+                    | ControlError::Bundles { .. }
+                    | ControlError::OwnBundleMissing { .. }
+                    | ControlError::EmptyToken(_)),
+                ) => {
                     tracing::error!("invalid config: {}: {}", path_shown, error_chain(&e));
                     ExitCode::from(EXIT_BAD_CONFIG)
                 }
@@ -94,13 +113,7 @@ async fn run(config: Config, path: PathBuf) -> ExitCode {
             };
         }
     };
-    match wait_for_signals(&sidecar).await {
-        Ok(()) => {}
-        Err(e) => {
-            tracing::error!(error = %e, "cannot install signal handlers");
-            return ExitCode::from(EXIT_START_FAILED);
-        }
-    }
+    signals.wait(&sidecar).await;
     tracing::info!("draining");
     if sidecar.drain().await {
         tracing::info!("drained");
@@ -110,22 +123,36 @@ async fn run(config: Config, path: PathBuf) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
-async fn wait_for_signals(sidecar: &Sidecar) -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    loop {
-        tokio::select! {
-            _ = hup.recv() => {
-                match sidecar.reload().await {
-                    Ok(()) => tracing::info!("reloaded on SIGHUP"),
-                    Err(e) => tracing::error!("reload refused, keeping the old config: {}", error_chain(&e)),
+/// SIGHUP, SIGTERM and SIGINT streams.
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
+    async fn wait(mut self, sidecar: &Sidecar) {
+        loop {
+            tokio::select! {
+                _ = self.hup.recv() => {
+                    match sidecar.reload().await {
+                        Ok(()) => tracing::info!("reloaded on SIGHUP"),
+                        Err(e) => tracing::error!("reload refused, keeping the old config: {}", error_chain(&e)),
+                    }
                 }
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
             }
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
         }
     }
 }

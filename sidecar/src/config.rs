@@ -130,6 +130,61 @@ pub struct Config {
     pub max_header_bytes: usize,
     /// Tokio worker threads (restart only).
     pub worker_threads: WorkerThreads,
+    /// The controller, when the catalog and identity come from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<ControlPlane>,
+}
+
+/// Default `control_plane.initial_backoff_ms`.
+pub const DEFAULT_CONTROL_PLANE_INITIAL_BACKOFF_MS: u64 = 200;
+/// Default `control_plane.max_backoff_ms`.
+pub const DEFAULT_CONTROL_PLANE_MAX_BACKOFF_MS: u64 = 15_000;
+
+/// The `control_plane` section: where the SVID, the catalog (`services`,
+/// from CDS+EDS) and the workload registration come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ControlPlane {
+    /// `host:port` of the controller's gRPC listener.
+    pub address: String,
+    /// The SPIFFE ID the controller must present.
+    pub spiffe_id: SpiffeId,
+    /// The join token file (relative paths against the config's directory).
+    pub join_token_file: PathBuf,
+    /// Leased registration of this workload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub register: Option<Registration>,
+    /// Plaintext (h2c) to the controller: loopback tests only.
+    pub danger_plaintext: bool,
+    /// First reconnect delay.
+    #[serde(rename = "initial_backoff_ms", serialize_with = "ms")]
+    pub initial_backoff: Duration,
+    /// Largest reconnect delay.
+    #[serde(rename = "max_backoff_ms", serialize_with = "ms")]
+    pub max_backoff: Duration,
+}
+
+/// `control_plane.register`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Registration {
+    /// Workload name.
+    pub name: String,
+    /// The service it backs (in our SVID's namespace).
+    pub service: String,
+    /// Service ports.
+    pub ports: Vec<RegisteredPort>,
+    /// Requested lease, seconds (0 = the controller's default).
+    pub lease_seconds: u32,
+}
+
+/// One registered port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RegisteredPort {
+    /// Service port.
+    pub port: u16,
+    /// Port callers connect to on our address.
+    pub target_port: u16,
+    /// `http`, `grpc` or `tcp`.
+    pub protocol: String,
 }
 
 /// How many threads run the data path (`worker_threads`; restart only).

@@ -14,9 +14,13 @@
 //! - the admin listener ([`admin`]), metrics ([`metrics`]), config
 //!   ([`config`]), reload and drain ([`runtime`]).
 //!
+//! - the link to the controller ([`control`]): SVID by join token and
+//!   renewals, bundle watch, the catalog from CDS+EDS, registration.
+//!
 //! What it does not own: certificates and bundles ([`trust_bundle`]), the
 //! tunnel wire format ([`tunnel_proto`]), routing between clusters (the
-//! gateway), and the catalog (today a YAML file; the control plane later).
+//! gateway), the xDS and Identity clients ([`mesh_api`]), and the catalog
+//! itself (the YAML file's `services`, or the controller).
 //!
 //! Driving it: [`run_cli`] is the whole binary; embedders and tests build a
 //! [`config::Config`] and call [`runtime::Sidecar::start`], then
@@ -27,6 +31,7 @@
 pub mod admin;
 mod cli;
 pub mod config;
+pub mod control;
 pub mod drain;
 pub mod errors;
 pub mod health;

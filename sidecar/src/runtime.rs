@@ -12,18 +12,21 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use mesh_api::ads_client::{AdsSnapshot, Backoff};
 use prometheus_client::registry::Registry;
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::Instrument;
-use trust_bundle::config::IdentityConfigError;
+use trust_bundle::config::{IdentityConfigError, LoadedIdentity};
 use trust_bundle::rotation::RenewalPolicy;
-use trust_bundle::source::SystemClock;
+use trust_bundle::source::{SvidIssuer, SystemClock};
 use trust_bundle::SpiffeId;
 
 use crate::config::{Config, ConfigError, ListenerKind};
+use crate::control::{self, ControlError, ControlHandle};
 use crate::drain::Drain;
 use crate::health::HealthTracker;
 use crate::metrics::{Metrics, ReloadLabels};
@@ -65,6 +68,9 @@ pub struct Shared {
     pub rotation: AtomicUsize,
     /// Drain signal and connection count.
     pub drain: Drain,
+    /// The xDS resources the catalog was last built from (control-plane
+    /// mode); its lock serializes catalog swaps with reloads.
+    xds: Mutex<Arc<AdsSnapshot>>,
     ready: AtomicBool,
 }
 
@@ -74,6 +80,9 @@ pub enum StartError {
     /// The identity files could not be loaded.
     #[error(transparent)]
     Identity(#[from] IdentityConfigError),
+    /// The identity could not be obtained from the controller.
+    #[error(transparent)]
+    ControlPlane(#[from] ControlError),
     /// A TLS config could not be built.
     #[error("tls config")]
     Tls(#[source] rustls::Error),
@@ -128,6 +137,12 @@ pub enum ReloadError {
         #[source]
         source: std::io::Error,
     },
+    /// `control_plane` was added, removed or changed; restart instead.
+    #[error("control_plane: cannot change on reload; restart instead")]
+    ControlPlaneChanged,
+    /// The held xDS resources do not fit the new config.
+    #[error("services from the control plane: {0}")]
+    Catalog(String),
 }
 
 /// A running sidecar.
@@ -137,6 +152,7 @@ pub struct Sidecar {
     config_path: Option<PathBuf>,
     listeners: Mutex<HashMap<SocketAddr, watch::Sender<bool>>>,
     rotation_stop: watch::Sender<bool>,
+    control: Option<ControlHandle>,
 }
 
 impl Shared {
@@ -148,6 +164,40 @@ impl Shared {
     /// Whether every listener is bound and the SVID is loaded.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire) && !self.drain.is_draining()
+    }
+
+    /// Rebuilds `services` from accepted xDS resources and swaps the
+    /// snapshot (control-plane mode). A catalog that does not build keeps
+    /// the one in force.
+    fn install_xds(&self, xds: Arc<AdsSnapshot>) {
+        let mut held = self.xds.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.snapshot();
+        let mut config = current.config.clone();
+        config.services = match control::catalog(&config, &xds) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "xDS catalog refused; keeping the last good one");
+                return;
+            }
+        };
+        *held = xds;
+        if config.services == current.config.services {
+            return;
+        }
+        let snapshot = match Snapshot::build(config, &self.tls) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "tls config; keeping the last good catalog");
+                return;
+            }
+        };
+        let reachable = snapshot.config.all_candidates();
+        self.snapshot.send_replace(Arc::new(snapshot));
+        self.upstreams.retain(|c| reachable.contains(c));
+        tracing::info!(
+            services = self.snapshot().config.services.len(),
+            "catalog updated from the control plane"
+        );
     }
 }
 
@@ -177,7 +227,20 @@ impl Sidecar {
         config_path: Option<PathBuf>,
         mut registry: Registry,
     ) -> Result<Sidecar, StartError> {
-        let identity = config.identity.load(&config.base_dir)?;
+        let (identity, bootstrapped) = match &config.control_plane {
+            None => (config.identity.load(&config.base_dir)?, None),
+            Some(cp) => {
+                let b = control::bootstrap(&config, cp).await?;
+                let issuer: Arc<dyn SvidIssuer> = b.client.clone();
+                let loaded = LoadedIdentity {
+                    id: config.spiffe_id.clone(),
+                    source: b.source.clone(),
+                    store: b.store.clone(),
+                    issuer: Some(issuer),
+                };
+                (loaded, Some(b))
+            }
+        };
         let tls = TlsContext::new(identity.source.clone(), identity.store.clone());
         let tunnel = TunnelClient::new(
             identity.source.clone(),
@@ -207,6 +270,7 @@ impl Sidecar {
             apps,
             rotation: AtomicUsize::new(0),
             drain: Drain::new(),
+            xds: Mutex::new(Arc::new(AdsSnapshot::default())),
             ready: AtomicBool::new(false),
         });
         let mut listeners = HashMap::new();
@@ -223,6 +287,36 @@ impl Sidecar {
                 rotation_rx,
             ));
         }
+        let control = bootstrapped.map(|b| {
+            let config = &shared.snapshot().config;
+            let (stop, stop_rx) = watch::channel(false);
+            let cp = config.control_plane.as_ref();
+            let backoff = cp.map_or(
+                Backoff::new(Duration::from_millis(200), Duration::from_secs(15)),
+                |c| Backoff::new(c.initial_backoff, c.max_backoff),
+            );
+            let _applied = b
+                .client
+                .watch_bundles(b.source.clone(), backoff, stop_rx.clone());
+            let ads = control::start_ads(config, &b.target, b.source.clone());
+            tokio::spawn(follow_xds(shared.clone(), ads.watch(), stop_rx.clone()));
+            let register = control::register_request(config);
+            if let Some(r) = register.clone() {
+                tokio::spawn(control::run_registration(
+                    b.client.clone(),
+                    b.source.clone(),
+                    r,
+                    stop_rx,
+                ));
+            }
+            ControlHandle {
+                ads,
+                client: b.client,
+                source: b.source,
+                register,
+                stop,
+            }
+        });
         shared.ready.store(true, Ordering::Release);
         tracing::info!(id = %shared.id, listeners = listeners.len(), "sidecar started");
         Ok(Sidecar {
@@ -230,6 +324,7 @@ impl Sidecar {
             config_path,
             listeners: Mutex::new(listeners),
             rotation_stop,
+            control,
         })
     }
 
@@ -264,13 +359,30 @@ impl Sidecar {
     ///
     /// # Errors
     /// See [`ReloadError`]; nothing changed.
-    pub async fn apply(&self, config: Config) -> Result<(), ReloadError> {
-        let identity = config.identity.load(&config.base_dir)?;
-        if identity.id != self.shared.id {
+    pub async fn apply(&self, mut config: Config) -> Result<(), ReloadError> {
+        let running_cp = self.shared.snapshot().config.control_plane.clone();
+        if config.control_plane != running_cp {
+            return Err(ReloadError::ControlPlaneChanged);
+        }
+        // Control-plane mode: the SVID and bundles follow the controller,
+        // the identity section is only bootstrap trust.
+        let identity = match &config.control_plane {
+            None => Some(config.identity.load(&config.base_dir)?),
+            Some(_) => None,
+        };
+        let new_id = identity
+            .as_ref()
+            .map_or_else(|| config.spiffe_id.clone(), |i| i.id.clone());
+        if new_id != self.shared.id {
             return Err(ReloadError::IdentityChanged {
                 old: self.shared.id.clone(),
-                new: identity.id,
+                new: new_id,
             });
+        }
+        // Held from here to the swap: an xDS update cannot interleave.
+        let xds = self.shared.xds.lock().unwrap_or_else(|p| p.into_inner());
+        if config.control_plane.is_some() {
+            config.services = control::catalog(&config, &xds).map_err(ReloadError::Catalog)?;
         }
         let running = self.shared.snapshot().config.worker_threads;
         if config.worker_threads != running {
@@ -293,15 +405,22 @@ impl Sidecar {
             }
         }
         // Commit: nothing below can fail.
-        self.shared
-            .tls
-            .store()
-            .replace_all(&identity.store.to_map());
-        if let Err(e) = self.shared.tls.source().update(identity.source.svid()) {
-            tracing::warn!(error = %e, "reloaded SVID unusable; keeping the current one");
+        if let Some(identity) = identity {
+            self.shared
+                .tls
+                .store()
+                .replace_all(&identity.store.to_map());
+            if let Err(e) = self.shared.tls.source().update(identity.source.svid()) {
+                tracing::warn!(error = %e, "reloaded SVID unusable; keeping the current one");
+            }
+        }
+        if let Some(c) = &self.control {
+            c.ads
+                .set_subscriptions(control::subscriptions(&snapshot.config));
         }
         let reachable = snapshot.config.all_candidates();
         self.shared.snapshot.send_replace(Arc::new(snapshot));
+        drop(xds);
         // Pooled HTTP/2 connections to peers no longer in the catalog close
         // once their requests in flight finish.
         self.shared.upstreams.retain(|c| reachable.contains(c));
@@ -332,9 +451,43 @@ impl Sidecar {
             }
         }
         self.rotation_stop.send_replace(true);
+        if let Some(c) = &self.control {
+            c.stop.send_replace(true);
+            c.ads.stop();
+            if let Some(r) = &c.register {
+                let timeout = self.shared.snapshot().config.timeouts.connect;
+                match tokio::time::timeout(timeout, c.client.deregister(&c.source, &r.name)).await {
+                    Ok(Ok(())) => tracing::info!(name = %r.name, "deregistered"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(name = %r.name, error = %mesh_api::error_chain(&e), "deregister failed")
+                    }
+                    Err(_) => tracing::warn!(name = %r.name, "deregister timed out"),
+                }
+            }
+        }
         let done = self.shared.drain.drain(bound).await;
         self.shared.tunnel.close().await;
         done
+    }
+}
+
+/// Installs every newly accepted xDS generation until `stop`.
+async fn follow_xds(
+    shared: Arc<Shared>,
+    mut rx: watch::Receiver<Arc<AdsSnapshot>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut installed = 0u64;
+    loop {
+        let snap = rx.borrow_and_update().clone();
+        if snap.generation != installed {
+            installed = snap.generation;
+            shared.install_xds(snap);
+        }
+        tokio::select! {
+            c = rx.changed() => if c.is_err() { return },
+            r = stop.wait_for(|s| *s) => { let _ = r; return; }
+        }
     }
 }
 

@@ -37,9 +37,35 @@ pub struct RawConfig {
     /// Reconnect backoff toward peers.
     #[serde(default)]
     pub reconnect: RawReconnect,
+    /// The controller: the SVID, `peers` and `exports` come from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<RawControlPlane>,
 }
 
-/// The `identity` section (mirrors [`IdentityConfig`], which is not
+/// `control_plane`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawControlPlane {
+    /// `host:port` of the controller's gRPC listener.
+    pub address: String,
+    /// The controller's SPIFFE ID (default
+    /// `spiffe://<our td>/ns/isthmus-system/sa/controller`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<String>,
+    /// File holding the join token for the first SVID.
+    pub join_token_file: PathBuf,
+    /// Plaintext h2c to the controller (loopback test setups only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub danger_plaintext: Option<bool>,
+    /// First reconnect delay toward the controller, ms (default 200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_backoff_ms: Option<u64>,
+    /// Largest reconnect delay toward the controller, ms (default 15000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_backoff_ms: Option<u64>,
+}
+
+/// The `identity` section (mirrors [`trust_bundle::config::IdentityConfig`], which is not
 /// serializable).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

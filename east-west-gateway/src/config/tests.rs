@@ -328,3 +328,100 @@ fn a_tcp_tls_peer_takes_its_tcp_address() {
     let msg = format!("{}", std::error::Error::source(&err).unwrap());
     assert!(msg.contains("tcp"), "{msg}");
 }
+
+const CONTROL_PLANE: &str = r#"
+cluster: cluster-a
+identity:
+  spiffe_id: spiffe://cluster-a.mesh/ns/isthmus-system/sa/east-west-gateway
+  bundles: bundles.json
+listen: 127.0.0.1:15443
+admin: 127.0.0.1:15021
+control_plane:
+  address: controller:15012
+  join_token_file: token
+"#;
+
+#[test]
+fn control_plane_section_parses_with_defaults() {
+    let c = parse(CONTROL_PLANE).unwrap();
+    let cp = c.control_plane.unwrap();
+    assert_eq!(cp.address, "controller:15012");
+    assert_eq!(
+        cp.spiffe_id.as_str(),
+        "spiffe://cluster-a.mesh/ns/isthmus-system/sa/controller"
+    );
+    assert_eq!(cp.join_token_file, PathBuf::from("token"));
+    assert!(!cp.danger_plaintext);
+    assert_eq!(cp.initial_backoff, Duration::from_millis(200));
+    assert_eq!(cp.max_backoff, Duration::from_millis(15_000));
+    assert!(c.peers.is_empty() && c.exports.is_empty());
+}
+
+#[test]
+fn control_plane_errors_name_the_key() {
+    for (needle, with, key) in [
+        ("controller:15012", "controller", "control_plane.address"),
+        (
+            "  join_token_file: token\n",
+            "  join_token_file: token\n  spiffe_id: x\n",
+            "control_plane.spiffe_id",
+        ),
+        (
+            "  bundles: bundles.json\n",
+            "  bundles: bundles.json\n  ca: { cert: ca.pem, key: ca-key.pem }\n",
+            "identity.ca",
+        ),
+        (
+            "  join_token_file: token\n",
+            "  join_token_file: token\n  initial_backoff_ms: 100\n  max_backoff_ms: 10\n",
+            "control_plane.max_backoff_ms",
+        ),
+        (
+            "admin: 127.0.0.1:15021\n",
+            "admin: 127.0.0.1:15021\npeers: [{ cluster: b, trust_domain: b.mesh, address: '127.0.0.1:1' }]\n",
+            "peers",
+        ),
+    ] {
+        assert!(CONTROL_PLANE.contains(needle), "{needle}");
+        let e = invalid_key(&CONTROL_PLANE.replacen(needle, with, 1));
+        assert_eq!(e, key);
+    }
+}
+
+#[test]
+fn dynamic_peers_and_exports_are_validated_like_the_file() {
+    let c = parse(CONTROL_PLANE).unwrap();
+    let peer = RawPeer {
+        cluster: "cluster-b".into(),
+        trust_domain: "cluster-b.mesh".into(),
+        address: "127.0.0.2:15443".into(),
+        spiffe_id: None,
+        transport: None,
+        tcp_address: None,
+    };
+    let export = RawExport {
+        service: "default/web".into(),
+        port: 8080,
+        exported_to: vec!["cluster-b".into()],
+        endpoints: vec![],
+    };
+    let next = c
+        .with_dynamic(
+            std::slice::from_ref(&peer),
+            std::slice::from_ref(&export),
+            "control plane",
+        )
+        .unwrap();
+    assert!(next.peers.contains_key("cluster-b"));
+    assert_eq!(next.exports.len(), 1);
+    let mut own = peer;
+    own.trust_domain = "cluster-a.mesh".into();
+    let e = c.with_dynamic(&[own], &[], "control plane").unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("control plane: peers[0].trust_domain"),
+        "{e}"
+    );
+    let e = c.with_dynamic(&[], &[export], "control plane").unwrap_err();
+    assert!(e.to_string().contains("exports[0].exported_to[0]"), "{e}");
+}

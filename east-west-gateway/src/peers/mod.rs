@@ -2,7 +2,7 @@
 //! HTTP/2 over TLS/TCP for a peer whose `transport` is `tcp-tls`), kept up
 //! by a task per peer that connects eagerly, reconnects with jittered
 //! exponential backoff ([`crate::backoff`]), and resolves DNS names with
-//! hickory, re-resolving when the answer's TTL ends ([`resolve`]).
+//! hickory, re-resolving when the answer's TTL ends (the `resolve` module).
 //!
 //! A stream asks the pool for a peer's connection: it gets the live one,
 //! waits (bounded) while a first attempt is under way, or fails at once
@@ -77,6 +77,17 @@ impl PeerConn {
             PeerConn::TcpTls(c) => c.remote_address(),
         }
     }
+}
+
+/// One row of the admin `GET /peers` answer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PeerStatus {
+    /// The peer cluster.
+    pub cluster: String,
+    /// Whether the pooled connection is up.
+    pub connected: bool,
+    /// Smoothed round-trip time, ms (0 when unknown).
+    pub rtt_ms: f64,
 }
 
 /// State of one peer's pooled connection.
@@ -226,6 +237,32 @@ impl PeerPool {
                 Ok(Err(_)) | Err(_) => return Err(unavailable()),
             }
         }
+    }
+
+    /// Every configured peer with whether its pooled connection is up and
+    /// its smoothed RTT (QUIC's estimate; 0 for `tcp-tls` peers, whose RTT
+    /// is not measured, and for peers not connected), by cluster name.
+    pub fn status(&self) -> Vec<PeerStatus> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<PeerStatus> = entries
+            .iter()
+            .map(|(cluster, e)| {
+                let (connected, rtt) = match &*e.state.borrow() {
+                    PeerState::Connected(c) if c.is_open() => match c {
+                        PeerConn::Quic(q) => (true, q.rtt()),
+                        PeerConn::TcpTls(_) => (true, Duration::ZERO),
+                    },
+                    _ => (false, Duration::ZERO),
+                };
+                PeerStatus {
+                    cluster: cluster.clone(),
+                    connected,
+                    rtt_ms: rtt.as_secs_f64() * 1000.0,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+        out
     }
 
     /// Stops every peer task (drain); open connections stay until their

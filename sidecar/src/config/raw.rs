@@ -42,6 +42,62 @@ pub struct RawConfig {
     /// that many, 0 one per CPU the process may run on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_threads: Option<u64>,
+    /// The controller: identity, catalog (xDS) and registration come from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<RawControlPlane>,
+}
+
+/// `control_plane` (shared shape with `mesh-gateway`, plus `register`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawControlPlane {
+    /// `host:port` of the controller's gRPC listener.
+    pub address: String,
+    /// The controller's SPIFFE ID (default
+    /// `spiffe://<our td>/ns/isthmus-system/sa/controller`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<String>,
+    /// File holding the join token for the first SVID.
+    pub join_token_file: String,
+    /// Register this workload with a lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub register: Option<RawRegister>,
+    /// Plaintext h2c to the controller (loopback test setups only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub danger_plaintext: Option<bool>,
+    /// First reconnect delay, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_backoff_ms: Option<u64>,
+    /// Largest reconnect delay, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_backoff_ms: Option<u64>,
+}
+
+/// `control_plane.register`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegister {
+    /// Workload name (DNS label), unique in its namespace.
+    pub name: String,
+    /// The service it backs (DNS label, in our SVID's namespace).
+    pub service: String,
+    /// Service ports served.
+    pub ports: Vec<RawRegisterPort>,
+    /// Requested lease, seconds (default: the controller's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_seconds: Option<u32>,
+}
+
+/// `control_plane.register.ports[i]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegisterPort {
+    /// The service port callers name.
+    pub port: u32,
+    /// Where callers connect on our address (normally an inbound listener).
+    pub target_port: u32,
+    /// `http`, `grpc` or `tcp`.
+    pub protocol: String,
 }
 
 /// `locality`.

@@ -286,3 +286,108 @@ fn worker_threads_zero_is_per_cpu_and_n_is_fixed() {
     let e = err(&format!("{VALID}worker_threads: 257\n"));
     assert!(e.contains("worker_threads"), "{e}");
 }
+
+const CONTROL_PLANE: &str = r#"
+cluster: cluster-a
+identity:
+  spiffe_id: spiffe://cluster-a.mesh/ns/default/sa/frontend
+  bundles: bundles.json
+admin: 127.0.1.20:15000
+control_plane:
+  address: controller.isthmus-system:15012
+  join_token_file: token
+  register:
+    name: frontend-1
+    service: frontend
+    ports: [{ port: 80, target_port: 15006, protocol: http }]
+    lease_seconds: 15
+outbound:
+  - { listen: "127.0.1.20:18080", service: default/backend, port: 8080, protocol: http, cluster: cluster-b }
+  - { listen: "127.0.1.20:18081", service: default/backend, port: 8080, protocol: http }
+"#;
+
+#[test]
+fn control_plane_section_parses_with_defaults_and_seeds_empty_services() {
+    let c = parse(CONTROL_PLANE).unwrap();
+    let cp = c.control_plane.as_ref().unwrap();
+    assert_eq!(cp.address, "controller.isthmus-system:15012");
+    assert_eq!(
+        cp.spiffe_id.as_str(),
+        "spiffe://cluster-a.mesh/ns/isthmus-system/sa/controller"
+    );
+    assert_eq!(cp.join_token_file, Path::new("token"));
+    assert!(!cp.danger_plaintext);
+    assert_eq!(
+        cp.initial_backoff,
+        Duration::from_millis(DEFAULT_CONTROL_PLANE_INITIAL_BACKOFF_MS)
+    );
+    let r = cp.register.as_ref().unwrap();
+    assert_eq!(
+        (r.name.as_str(), r.service.as_str(), r.lease_seconds),
+        ("frontend-1", "frontend", 15)
+    );
+    assert_eq!(r.ports[0].target_port, 15006);
+    // One empty entry per upstream; the pin is checked at request time.
+    assert_eq!(c.services.len(), 1);
+    assert!(c.services[0].endpoints.is_empty() && c.services[0].remote.is_empty());
+}
+
+#[test]
+fn control_plane_errors_name_the_key() {
+    let cases = [
+        (
+            "  join_token_file: token\n",
+            "  join_token_file: token\n  spiffe_id: nope\n",
+            "control_plane.spiffe_id",
+        ),
+        (
+            "address: controller.isthmus-system:15012",
+            "address: controller",
+            "control_plane.address",
+        ),
+        (
+            "  bundles: bundles.json\n",
+            "  bundles: bundles.json\n  ca: { cert: ca.pem, key: ca-key.pem }\n",
+            "identity.ca",
+        ),
+        (
+            "protocol: http }]",
+            "protocol: udp }]",
+            "control_plane.register.ports[0].protocol",
+        ),
+        (
+            "target_port: 15006",
+            "target_port: 0",
+            "control_plane.register.ports[0].target_port",
+        ),
+        (
+            "name: frontend-1",
+            "name: Frontend",
+            "control_plane.register.name",
+        ),
+        (
+            "    lease_seconds: 15\n",
+            "    lease_seconds: 15\n  initial_backoff_ms: 500\n  max_backoff_ms: 100\n",
+            "control_plane.max_backoff_ms",
+        ),
+        (
+            "outbound:\n",
+            "services: [{ service: default/backend, port: 8080 }]\noutbound:\n",
+            "services",
+        ),
+    ];
+    for (needle, with, key) in cases {
+        assert!(CONTROL_PLANE.contains(needle), "{needle}");
+        let text = CONTROL_PLANE.replacen(needle, with, 1);
+        let e = match parse(&text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.starts_with(key), "{key}: {e}");
+    }
+    let e = match parse(&CONTROL_PLANE.replacen("  join_token_file: token\n", "", 1)) {
+        Ok(_) => panic!("accepted without join_token_file"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("join_token_file"), "{e}");
+}

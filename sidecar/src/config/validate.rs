@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use trust_bundle::SpiffeId;
 
-use super::raw::{RawConfig, RawInbound, RawOutbound, RawService};
+use super::raw::{RawConfig, RawControlPlane, RawInbound, RawOutbound, RawService};
 use super::{
     first_duplicate, is_dns_label, AllowEntry, AllowList, AppProtocol, Config, ConfigError,
-    Endpoint, Gateway, Inbound, Locality, Outbound, Protocol, Remote, Service, ServiceKey,
-    Timeouts,
+    ControlPlane, Endpoint, Gateway, Inbound, Locality, Outbound, Protocol, RegisteredPort,
+    Registration, Remote, Service, ServiceKey, Timeouts,
 };
 
 pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> {
@@ -23,6 +23,10 @@ pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Config
     }
     let own_id = spiffe_id("identity.spiffe_id", &raw.identity.spiffe_id)?;
     let admin = addr("admin", &raw.admin)?;
+    let control_plane = match &raw.control_plane {
+        None => None,
+        Some(cp) => Some(control_plane(cp, &raw, &own_id)?),
+    };
     let gateway = match &raw.gateway {
         None => None,
         Some(g) => Some(Gateway {
@@ -41,6 +45,12 @@ pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Config
         }),
     };
 
+    if control_plane.is_some() && !raw.services.is_empty() {
+        return Err(invalid(
+            "services",
+            "not allowed with control_plane: the catalog comes from the controller (CDS+EDS)",
+        ));
+    }
     let mut services: Vec<Service> = Vec::with_capacity(raw.services.len());
     for (i, s) in raw.services.iter().enumerate() {
         let svc = service(i, s, &raw.cluster, gateway.is_some())?;
@@ -56,9 +66,32 @@ pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Config
         services.push(svc);
     }
 
+    if control_plane.is_some() {
+        // Every upstream starts empty and is filled from xDS; a `cluster`
+        // pin is checked against the remote entries at request time.
+        for o in &raw.outbound {
+            let (Ok(key), Ok(port)) = (ServiceKey::parse(&o.service), u16::try_from(o.port)) else {
+                continue;
+            };
+            if !services.iter().any(|s| s.service == key && s.port == port) {
+                services.push(Service {
+                    service: key,
+                    port,
+                    endpoints: Vec::new(),
+                    remote: Vec::new(),
+                });
+            }
+        }
+    }
     let mut outbound = Vec::with_capacity(raw.outbound.len());
     for (i, o) in raw.outbound.iter().enumerate() {
-        outbound.push(outbound_entry(i, o, &services, &raw.cluster)?);
+        outbound.push(outbound_entry(
+            i,
+            o,
+            &services,
+            &raw.cluster,
+            control_plane.is_some(),
+        )?);
     }
     let mut inbound = Vec::with_capacity(raw.inbound.len());
     for (i, e) in raw.inbound.iter().enumerate() {
@@ -157,6 +190,125 @@ pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Config
         timeouts,
         max_header_bytes,
         worker_threads,
+        control_plane,
+    })
+}
+
+fn control_plane(
+    cp: &RawControlPlane,
+    raw: &RawConfig,
+    own_id: &SpiffeId,
+) -> Result<ControlPlane, ConfigError> {
+    if raw.identity.ca.is_some() {
+        return Err(invalid(
+            "identity.ca",
+            "not allowed with control_plane: the SVID comes from the controller",
+        ));
+    }
+    if raw.identity.svid.is_some() {
+        return Err(invalid(
+            "identity.svid",
+            "not allowed with control_plane: the SVID comes from the controller",
+        ));
+    }
+    if raw.identity.svid_ttl_ms.is_some() {
+        return Err(invalid(
+            "identity.svid_ttl_ms",
+            "not allowed with control_plane: the controller sets SVID lifetimes",
+        ));
+    }
+    match cp.address.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
+        _ => {
+            return Err(invalid(
+                "control_plane.address",
+                format!("{:?} is not host:port", cp.address),
+            ))
+        }
+    }
+    let spiffe_id = match &cp.spiffe_id {
+        Some(s) => spiffe_id("control_plane.spiffe_id", s)?,
+        None => spiffe_id(
+            "control_plane.spiffe_id",
+            &format!(
+                "spiffe://{}/ns/isthmus-system/sa/controller",
+                own_id.trust_domain_str()
+            ),
+        )?,
+    };
+    if cp.join_token_file.is_empty() {
+        return Err(invalid(
+            "control_plane.join_token_file",
+            "must not be empty",
+        ));
+    }
+    let register = match &cp.register {
+        None => None,
+        Some(r) => {
+            for (key, v) in [
+                ("control_plane.register.name", &r.name),
+                ("control_plane.register.service", &r.service),
+            ] {
+                if !is_dns_label(v) {
+                    return Err(invalid(key, format!("{v:?} is not a DNS label")));
+                }
+            }
+            if r.ports.is_empty() {
+                return Err(invalid("control_plane.register.ports", "must not be empty"));
+            }
+            let mut ports = Vec::with_capacity(r.ports.len());
+            for (i, p) in r.ports.iter().enumerate() {
+                let k = format!("control_plane.register.ports[{i}]");
+                if !matches!(p.protocol.as_str(), "http" | "grpc" | "tcp") {
+                    return Err(invalid(
+                        format!("{k}.protocol"),
+                        format!("{:?} is not http, grpc or tcp", p.protocol),
+                    ));
+                }
+                ports.push(RegisteredPort {
+                    port: port(&format!("{k}.port"), p.port)?,
+                    target_port: port(&format!("{k}.target_port"), p.target_port)?,
+                    protocol: p.protocol.clone(),
+                });
+            }
+            if let Some(dup) = first_duplicate(ports.iter().map(|p| &p.port)) {
+                return Err(invalid(
+                    "control_plane.register.ports",
+                    format!("port {dup} is listed twice"),
+                ));
+            }
+            Some(Registration {
+                name: r.name.clone(),
+                service: r.service.clone(),
+                ports,
+                lease_seconds: r.lease_seconds.unwrap_or(0),
+            })
+        }
+    };
+    let initial_backoff = positive_ms(
+        "control_plane.initial_backoff_ms",
+        cp.initial_backoff_ms,
+        super::DEFAULT_CONTROL_PLANE_INITIAL_BACKOFF_MS,
+    )?;
+    let max_backoff = positive_ms(
+        "control_plane.max_backoff_ms",
+        cp.max_backoff_ms,
+        super::DEFAULT_CONTROL_PLANE_MAX_BACKOFF_MS,
+    )?;
+    if max_backoff < initial_backoff {
+        return Err(invalid(
+            "control_plane.max_backoff_ms",
+            "must be at least initial_backoff_ms",
+        ));
+    }
+    Ok(ControlPlane {
+        address: cp.address.clone(),
+        spiffe_id,
+        join_token_file: cp.join_token_file.clone().into(),
+        register,
+        danger_plaintext: cp.danger_plaintext.unwrap_or(false),
+        initial_backoff,
+        max_backoff,
     })
 }
 
@@ -232,6 +384,7 @@ fn outbound_entry(
     o: &RawOutbound,
     services: &[Service],
     own_cluster: &str,
+    dynamic: bool,
 ) -> Result<Outbound, ConfigError> {
     let k = format!("outbound[{i}]");
     let listen = addr(&format!("{k}.listen"), &o.listen)?;
@@ -255,7 +408,7 @@ fn outbound_entry(
                 format!("{c:?} is not a DNS label"),
             ));
         }
-        if c != own_cluster && !svc.remote.iter().any(|r| &r.cluster == c) {
+        if !dynamic && c != own_cluster && !svc.remote.iter().any(|r| &r.cluster == c) {
             return Err(invalid(
                 format!("{k}.cluster"),
                 format!("{key}:{port} has no remote entry for cluster {c}"),

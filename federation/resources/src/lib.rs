@@ -3,7 +3,7 @@
 //!
 //! This crate owns the resource model: the kinds (`ServiceExport` and
 //! `ServiceImport` of the Multi-Cluster Services API, in `v1alpha1` and
-//! `v1beta1`; Isthmus's `MeshLink` and `FailoverPolicy`), strict parsing from
+//! `v1beta1`; Isthmus's `MeshLink`, `FailoverPolicy` and `Workload`), strict parsing from
 //! a YAML stream or JSON, validation with kubectl-style field paths, and
 //! serialization back to YAML and JSON. It does no I/O and owns no storage,
 //! no controller logic and no API server.
@@ -31,6 +31,7 @@ mod meta;
 mod parse;
 mod resource;
 mod schema;
+mod workload;
 
 pub use error::{DocumentError, FieldError, FieldErrorKind, ParseErrors, Subject, SyntaxError};
 pub use import::{
@@ -48,6 +49,7 @@ pub use mcs::{
 pub use meta::{Condition, ConditionStatus, ObjectMeta, DEFAULT_NAMESPACE};
 pub use parse::{parse, parse_json, parse_yaml};
 pub use resource::{to_yaml_stream, Resource, SerializeError, KINDS};
+pub use workload::{Locality, Workload, WorkloadPort, WorkloadProtocol, WorkloadSpec};
 
 #[cfg(test)]
 mod tests;

@@ -27,6 +27,13 @@ pub struct ObjectMeta {
         skip_serializing_if = "Option::is_none"
     )]
     pub creation_timestamp: Option<OffsetDateTime>,
+    /// A unique id of this incarnation of the resource; set by the controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// Opaque version of the stored resource, changed on every write; set by
+    /// the controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -42,6 +49,8 @@ impl ObjectMeta {
             name: name.into(),
             namespace: namespace.into(),
             creation_timestamp: None,
+            uid: None,
+            resource_version: None,
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
         }
@@ -57,6 +66,8 @@ pub(crate) const META: Shape = Shape::Obj(&[
     req("name", Shape::Check(checks::dns_label)),
     opt("namespace", Shape::Check(checks::dns_label)),
     opt("creationTimestamp", Shape::Check(checks::rfc3339)),
+    opt("uid", Shape::Str),
+    opt("resourceVersion", Shape::Str),
     opt("labels", Shape::StrMap),
     opt("annotations", Shape::StrMap),
 ]);

@@ -10,6 +10,7 @@ use crate::mcs::{McsVersion, ServiceExport, ServiceImport, SERVICE_EXPORT, SERVI
 use crate::meta::DEFAULT_NAMESPACE;
 use crate::resource::{Resource, KINDS};
 use crate::schema::{field_error, invalid, quoted_list, walk, Shape};
+use crate::workload::WORKLOAD;
 
 /// Parses JSON when the input starts with `{` or `[`, YAML otherwise.
 pub fn parse(input: &str) -> Result<Vec<Resource>, ParseErrors> {
@@ -120,6 +121,7 @@ fn document(mut value: Value) -> Result<Resource, DocError> {
                     Resource::ServiceImport(r)
                 }),
             "MeshLink" => typed(&mut value, &MESH_LINK, &mut errors).map(Resource::MeshLink),
+            "Workload" => typed(&mut value, &WORKLOAD, &mut errors).map(Resource::Workload),
             _ => {
                 walk(&mut value, &FAILOVER_POLICY, "", &mut errors);
                 isthmus::validate_targets(&value, &mut errors);
@@ -130,6 +132,7 @@ fn document(mut value: Value) -> Result<Resource, DocError> {
         match r {
             Resource::ServiceImport(si) => si.validate(&mut errors),
             Resource::MeshLink(ml) => ml.validate(&mut errors),
+            Resource::Workload(w) => w.validate(&mut errors),
             Resource::ServiceExport(_) | Resource::FailoverPolicy(_) => {}
         }
     }

@@ -6,6 +6,7 @@ use serde_json::Value;
 use crate::isthmus::{FailoverPolicy, MeshLink, ISTHMUS_API_VERSION};
 use crate::mcs::{ServiceExport, ServiceImport};
 use crate::meta::ObjectMeta;
+use crate::workload::Workload;
 
 /// Every kind Isthmus accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +19,8 @@ pub enum Resource {
     MeshLink(MeshLink),
     /// `isthmus.dev/v1alpha1` `FailoverPolicy`.
     FailoverPolicy(FailoverPolicy),
+    /// `isthmus.dev/v1alpha1` `Workload`.
+    Workload(Workload),
 }
 
 /// The kinds, with the `apiVersion`s each accepts.
@@ -38,6 +41,7 @@ pub const KINDS: &[(&str, &[&str])] = &[
     ),
     ("MeshLink", &[ISTHMUS_API_VERSION]),
     ("FailoverPolicy", &[ISTHMUS_API_VERSION]),
+    ("Workload", &[ISTHMUS_API_VERSION]),
 ];
 
 /// Errors of serializing resources.
@@ -59,6 +63,7 @@ impl Resource {
             Self::ServiceImport(_) => "ServiceImport",
             Self::MeshLink(_) => "MeshLink",
             Self::FailoverPolicy(_) => "FailoverPolicy",
+            Self::Workload(_) => "Workload",
         }
     }
 
@@ -67,7 +72,7 @@ impl Resource {
         match self {
             Self::ServiceExport(r) => r.version.api_version(),
             Self::ServiceImport(r) => r.version.api_version(),
-            Self::MeshLink(_) | Self::FailoverPolicy(_) => ISTHMUS_API_VERSION,
+            Self::MeshLink(_) | Self::FailoverPolicy(_) | Self::Workload(_) => ISTHMUS_API_VERSION,
         }
     }
 
@@ -78,6 +83,7 @@ impl Resource {
             Self::ServiceImport(r) => &r.metadata,
             Self::MeshLink(r) => &r.metadata,
             Self::FailoverPolicy(r) => &r.metadata,
+            Self::Workload(r) => &r.metadata,
         }
     }
 
@@ -98,6 +104,7 @@ impl Resource {
             Self::ServiceImport(r) => serde_json::to_value(r)?,
             Self::MeshLink(r) => serde_json::to_value(r)?,
             Self::FailoverPolicy(r) => serde_json::to_value(r)?,
+            Self::Workload(r) => serde_json::to_value(r)?,
         };
         if let Some(map) = value.as_object_mut() {
             map.insert("apiVersion".to_owned(), self.api_version().into());

@@ -169,7 +169,7 @@ impl<S: PeeringState> Peering for PeeringService<S> {
                     _ => Status::failed_precondition(reason),
                 });
             }
-            Response::Ok => return Err(Status::internal("the catalog ignored the redeem command")),
+            _ => return Err(Status::internal("the catalog ignored the redeem command")),
         }
         ctx.store
             .write(Command::UpsertPeer(record.clone()))

@@ -108,6 +108,7 @@ pub fn apply_peering(
             Some(_) => Response::Ok,
             None => refused(UNKNOWN_PEER),
         },
+        _ => Response::Ok,
     }
 }
 

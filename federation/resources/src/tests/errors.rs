@@ -73,8 +73,8 @@ fn field_errors_name_their_path() {
          format!("{se}metadata.creationTimestamp: Invalid value: \"yesterday\": must be an RFC 3339 timestamp such as 2025-01-02T03:04:05Z")),
         ("label not a string", edit(SE, "app: web", "app: [web]"),
          format!("{se}metadata.labels[app]: Invalid value: [\"web\"]: must be a string")),
-        ("metadata unknown field", edit(SE, "labels:", "uid: x\n  labels:"),
-         format!("{se}metadata.uid: unknown field \"uid\"")),
+        ("metadata unknown field", edit(SE, "labels:", "generation: 1\n  labels:"),
+         format!("{se}metadata.generation: unknown field \"generation\"")),
         ("condition status", edit(SE, "status: \"True\"", "status: yes"),
          format!("{se}status.conditions[0].status: Unsupported value: \"yes\": supported values: \"True\", \"False\", \"Unknown\"")),
         ("condition time", edit(SE, "\"2025-01-02T03:04:06Z\"", "\"2025-13-02T03:04:06Z\""),
@@ -116,7 +116,7 @@ fn field_errors_name_their_path() {
 fn unknown_kind_and_api_version_are_named() {
     let cases = [
         ("apiVersion: v1\nkind: Service\nmetadata: {name: web}\n",
-         "document 1 (Service default/web): kind: Unsupported value: \"Service\": supported values: \"ServiceExport\", \"ServiceImport\", \"MeshLink\", \"FailoverPolicy\""),
+         "document 1 (Service default/web): kind: Unsupported value: \"Service\": supported values: \"ServiceExport\", \"ServiceImport\", \"MeshLink\", \"FailoverPolicy\", \"Workload\""),
         ("apiVersion: multicluster.x-k8s.io/v2\nkind: ServiceExport\nmetadata: {name: web}\n",
          "document 1 (ServiceExport default/web): apiVersion: Unsupported value: \"multicluster.x-k8s.io/v2\": supported values: \"multicluster.x-k8s.io/v1alpha1\", \"multicluster.x-k8s.io/v1beta1\""),
         ("apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: MeshLink\nmetadata: {name: b}\n",

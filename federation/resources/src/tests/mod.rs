@@ -5,3 +5,4 @@ mod examples;
 mod import;
 mod props;
 mod roundtrip;
+mod workload;

@@ -1,1 +1,0 @@
-//! See lib.rs and docs/reference/controller.md.

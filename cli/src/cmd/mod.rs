@@ -100,8 +100,8 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum DevCommand {
     /// Start two linked clusters on loopback (cluster-a on 127.0.1.x,
-    /// cluster-b on 127.0.2.x) with gateways, sidecars and demo workloads;
-    /// Ctrl-C tears everything down.
+    /// cluster-b on 127.0.2.x), each with its controller, gateway, sidecars
+    /// and demo workloads; Ctrl-C tears everything down.
     Up(dev_up::DevUpArgs),
     /// Stop a `dev up` started with --state-dir (from another terminal).
     Down(dev_down::DevDownArgs),

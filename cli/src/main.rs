@@ -3,22 +3,19 @@
 //! What it owns: the command line, the contexts file (`contexts.rs`), a
 //! typed client of the controller's admin REST API (`api.rs`), the checks of
 //! `meshctl check` (`status.rs`), and the local multi-cluster runner behind
-//! `dev up`, which generates CAs,
-//! bundles and component configs (docs/reference/data-path-config.md) and
-//! runs every component as a child process by re-executing this binary with a
-//! hidden subcommand (`__gateway`, `__sidecar`, `__demo-app`).
+//! `dev up`, which runs a controller per cluster, sets the mesh up through
+//! their admin API (link, join tokens, exports) and runs every component as
+//! a child process by re-executing this binary with a hidden subcommand
+//! (`__controller`, `__gateway`, `__sidecar`, `__demo-app`).
 //!
-//! What it does not own: the data path itself (`mesh-gateway` and
-//! `mesh-sidecar` are libraries called through their `run_cli`) and the trust
-//! rules (`trust-bundle`).
+//! What it does not own: the control plane and the data path themselves
+//! (`mesh-controller`, `mesh-gateway` and `mesh-sidecar` are libraries
+//! called through their `run_cli`) and the trust rules (`trust-bundle`).
 
 mod api;
 mod cmd;
 mod contexts;
 mod demo;
-// dev/ is rewired by the lead (issue 5); its one pre-existing finding of
-// clippy 1.95 (`n % k == 0` in dev/mod.rs) is left to that change.
-#[allow(clippy::manual_is_multiple_of)]
 mod dev;
 mod documents;
 mod http;

@@ -1,7 +1,12 @@
-//! End to end: the built `meshctl dev up` starts both clusters, the curl
-//! commands it prints succeed with real curl (the cluster-b one answered
-//! from cluster-b, through both gateways), live traffic flows, and SIGINT
-//! tears everything down: exit 0, state dir gone, ports free.
+//! End to end: the built `meshctl dev up` starts a controller per cluster,
+//! links the clusters and exports `backend` from cluster-b through their
+//! admin API, and starts gateways and sidecars that take their identity and
+//! routes from the controllers. The curl commands it prints succeed with
+//! real curl (the cluster-b one answered from cluster-b, through both
+//! gateways), the printed meshctl commands work with the contexts file it
+//! wrote, live traffic flows, and SIGINT tears everything down: exit 0,
+//! state dir gone, ports free. `meshctl dev down --state-dir` stops a run
+//! from outside the same way.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -14,6 +19,8 @@ use rustix::process::{kill_process, Pid, Signal};
 
 /// Ports: 21080, 28000–28443, 31080–31081 (below the ephemeral range).
 const PORT_BASE: u16 = 21000;
+/// The `dev down` test's: 22080, 29000–29443, 32080–32081.
+const DOWN_PORT_BASE: u16 = 22000;
 /// Patience for startup and for each later expectation.
 const PATIENCE: Duration = Duration::from_secs(120);
 
@@ -26,16 +33,10 @@ struct Run {
 }
 
 impl Run {
-    fn start() -> Self {
+    fn start(extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_meshctl"))
-            .args([
-                "dev",
-                "up",
-                "--port-base",
-                &PORT_BASE.to_string(),
-                "--rate",
-                "5",
-            ])
+            .args(["dev", "up", "--rate", "5"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -79,6 +80,25 @@ impl Run {
                 }
                 Err(e) => self.fail(&format!("waiting for {what}: {e}")),
             }
+        }
+    }
+
+    /// Whether a line seen so far starts with `prefix`.
+    fn saw(&self, prefix: &str) -> bool {
+        self.seen.iter().any(|l| l.starts_with(prefix))
+    }
+
+    /// Waits for meshctl to exit on its own, within [`PATIENCE`].
+    fn exit_status(&mut self, after: &str) -> std::process::ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!("meshctl did not exit after {after}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -152,6 +172,40 @@ fn rate_of(line: &str, label: &str) -> Option<(f64, String)> {
     Some((rps, words.next()?.to_owned()))
 }
 
+/// Runs the built meshctl with `MESHCTL_CONFIG=config`; (success, stdout
+/// and stderr).
+fn meshctl(config: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .args(args)
+        .env("MESHCTL_CONFIG", config)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run meshctl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Every TCP and UDP address of a run with `base` is free again.
+fn assert_ports_free(base: u16) {
+    for net in [1, 2] {
+        let mut tcp = vec![format!("127.0.{net}.2:{}", base + 7021)];
+        // Controller: gRPC, Raft, admin API, bundle endpoint.
+        for offset in [7012, 7013, 7014, 7015] {
+            tcp.push(format!("127.0.{net}.3:{}", base + offset));
+        }
+        for addr in tcp {
+            let addr: SocketAddr = addr.parse().unwrap();
+            TcpListener::bind(addr).unwrap_or_else(|e| panic!("{addr} still taken: {e}"));
+        }
+        let udp: SocketAddr = format!("127.0.{net}.2:{}", base + 7443).parse().unwrap();
+        UdpSocket::bind(udp).unwrap_or_else(|e| panic!("udp {udp} still taken: {e}"));
+    }
+}
+
 fn addr_of(url: &str) -> SocketAddr {
     let host = url.trim_start_matches("http://");
     host[..host.find('/').unwrap_or(host.len())]
@@ -182,7 +236,7 @@ fn traffic_lines_parse() {
 
 #[test]
 fn dev_up_serves_the_printed_commands_and_tears_down_on_sigint() {
-    let mut run = Run::start();
+    let mut run = Run::start(&["--port-base", &PORT_BASE.to_string()]);
     let state_line = run.until("the state dir", |l| l.starts_with("✔ state dir "));
     let state_dir = PathBuf::from(
         state_line
@@ -195,6 +249,41 @@ fn dev_up_serves_the_printed_commands_and_tears_down_on_sigint() {
     });
     let curls = parse_curls(&run.seen);
     assert!(curls.len() >= 4, "{curls:?}");
+    // Through the controllers: each one ready, the link and the export
+    // made through their API, the import seen in cluster-a.
+    for step in [
+        "✔ controller cluster-a ready",
+        "✔ controller cluster-b ready",
+        "✔ linked cluster-a and cluster-b",
+        "✔ join tokens from cluster-b",
+        "✔ cluster-b: ServiceExport default/backend created",
+        "✔ first answer across clusters",
+        "✔ cluster-a: ServiceImport default/backend (from cluster-b)",
+    ] {
+        if !run.saw(step) {
+            run.fail(&format!("no line {step:?}"));
+        }
+    }
+    // The printed meshctl commands work with the contexts file written.
+    let config = match run
+        .seen
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("export MESHCTL_CONFIG="))
+    {
+        Some(path) => path.to_owned(),
+        None => run.fail("no `export MESHCTL_CONFIG=` line"),
+    };
+    let (ok, out) = meshctl(
+        &config,
+        &["--context", "cluster-a", "get", "serviceimports"],
+    );
+    if !(ok && out.contains("backend") && out.contains("cluster-b")) {
+        run.fail(&format!("meshctl get serviceimports in cluster-a: {out}"));
+    }
+    let (ok, out) = meshctl(&config, &["--context", "cluster-b", "get", "workloads"]);
+    if !(ok && out.contains("backend-1") && out.contains("127.0.2.11")) {
+        run.fail(&format!("meshctl get workloads in cluster-b: {out}"));
+    }
 
     for (url, comment) in &curls {
         let (status, body) = curl(url);
@@ -244,24 +333,58 @@ fn dev_up_serves_the_printed_commands_and_tears_down_on_sigint() {
     let pid = Pid::from_raw(run.child.id() as i32).unwrap();
     kill_process(pid, Signal::INT).unwrap();
     run.until("the teardown", |l| l == "✔ torn down");
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = run.child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            run.fail("meshctl did not exit after SIGINT");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = run.exit_status("SIGINT");
     assert!(status.success(), "{status}");
     assert!(!state_dir.exists(), "{} left behind", state_dir.display());
     for (url, _) in &curls {
         let addr = addr_of(url);
         TcpListener::bind(addr).unwrap_or_else(|e| panic!("{addr} still taken: {e}"));
     }
-    for gateway in ["127.0.1.2", "127.0.2.2"] {
-        let addr: SocketAddr = format!("{gateway}:{}", PORT_BASE + 7443).parse().unwrap();
-        UdpSocket::bind(addr).unwrap_or_else(|e| panic!("udp {addr} still taken: {e}"));
+    assert_ports_free(PORT_BASE);
+}
+
+#[test]
+fn dev_down_stops_a_dev_up_started_with_a_state_dir() {
+    let outer = tempfile::tempdir().unwrap();
+    let state = outer.path().join("state");
+    let state_arg = state.to_str().unwrap().to_owned();
+    let mut run = Run::start(&[
+        "--port-base",
+        &DOWN_PORT_BASE.to_string(),
+        "--state-dir",
+        &state_arg,
+    ]);
+    run.until("the end of the commands", |l| {
+        l.contains("Ctrl-C tears everything down")
+    });
+    assert!(state.join("dev-up.pid").is_file());
+
+    let down = Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .args(["dev", "down", "--state-dir", &state_arg])
+        .output()
+        .expect("run meshctl dev down");
+    let said = String::from_utf8_lossy(&down.stdout).into_owned();
+    if !down.status.success() || !said.starts_with("✔ dev up (pid ") {
+        run.fail(&format!(
+            "dev down: {}: {said}{}",
+            down.status,
+            String::from_utf8_lossy(&down.stderr)
+        ));
     }
+    // dev down returns once dev up has exited: its teardown is complete.
+    let status = run.exit_status("dev down");
+    assert!(status.success(), "{status}");
+    run.until("the teardown", |l| l == "✔ torn down");
+    assert!(state.join("logs").is_dir(), "a given state dir is kept");
+    assert!(!state.join("dev-up.pid").exists());
+    assert_ports_free(DOWN_PORT_BASE);
+
+    // Nothing runs there any more: a second dev down says so.
+    let again = Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .args(["dev", "down", "--state-dir", &state_arg])
+        .output()
+        .expect("run meshctl dev down");
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("no dev up runs with"), "{err}");
 }

@@ -53,3 +53,14 @@ pub(super) fn run(args: DevUpArgs) -> ExitCode {
         }
     }
 }
+
+/// `meshctl __controller ARGS` = `mesh-controller ARGS`: the federation
+/// controller `dev up` runs per cluster.
+pub(super) fn run_controller(args: super::component::ComponentArgs) -> ExitCode {
+    if let Some(code) = dev::orphan_guard(args.parent_pid) {
+        return code;
+    }
+    mesh_controller::run_cli(
+        std::iter::once(std::ffi::OsString::from("mesh-controller")).chain(args.args),
+    )
+}

@@ -11,6 +11,7 @@ mod component;
 mod config;
 mod delete;
 mod demo_app;
+mod dev_down;
 mod dev_up;
 mod export;
 mod get;
@@ -88,6 +89,9 @@ enum Command {
     /// Run a sidecar in this process (used by `dev up`).
     #[command(name = "__sidecar", hide = true)]
     Sidecar(component::ComponentArgs),
+    /// Run a federation controller in this process (used by `dev up`).
+    #[command(name = "__controller", hide = true)]
+    Controller(component::ComponentArgs),
     /// Run a demo workload in this process (used by `dev up`).
     #[command(name = "__demo-app", hide = true)]
     DemoApp(demo_app::DemoAppArgs),
@@ -96,9 +100,11 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum DevCommand {
     /// Start two linked clusters on loopback (cluster-a on 127.0.1.x,
-    /// cluster-b on 127.0.2.x) with gateways, sidecars and demo workloads;
-    /// Ctrl-C tears everything down.
+    /// cluster-b on 127.0.2.x), each with its controller, gateway, sidecars
+    /// and demo workloads; Ctrl-C tears everything down.
     Up(dev_up::DevUpArgs),
+    /// Stop a `dev up` started with --state-dir (from another terminal).
+    Down(dev_down::DevDownArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,6 +145,10 @@ where
         Command::Dev {
             command: DevCommand::Up(args),
         } => dev_up::run(args),
+        Command::Dev {
+            command: DevCommand::Down(args),
+        } => dev_down::run(args),
+        Command::Controller(args) => dev_up::run_controller(args),
         Command::Gateway(args) => component::run_gateway(args),
         Command::Sidecar(args) => component::run_sidecar(args),
         Command::DemoApp(args) => demo_app::run(args),

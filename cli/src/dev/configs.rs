@@ -1,23 +1,27 @@
-//! Component config files for the dev topology, following
-//! docs/reference/data-path-config.md (the contract). Generation is pure:
-//! it returns file names and contents; [`super::pki`] supplies the PEM and
-//! bundle files they refer to.
+//! Component config files for the dev topology: one controller per cluster
+//! (docs/reference/controller.md) and gateways and sidecars that take their
+//! identity, catalog and peers from it through their `control_plane`
+//! section (docs/reference/data-path-config.md). Generation is pure: it
+//! returns file names and contents; the bootstrap trust bundle and the join
+//! tokens the files refer to are written by [`super::control`] once the
+//! controllers run.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::topology::{Cluster, Topology, Workload, SERVICE_PORT};
+use super::topology::{Cluster, Topology, Workload, NAMESPACE, SERVICE_PORT};
 
-/// CA certificate file in each cluster directory.
-pub(crate) const CA_CERT: &str = "ca.pem";
-/// CA key file in each cluster directory.
-pub(crate) const CA_KEY: &str = "ca-key.pem";
-/// Bundle map file in each cluster directory.
+/// Bootstrap trust in each cluster directory: the cluster's own bundle as
+/// its controller serves it (the peers' bundles come from the controller).
 pub(crate) const BUNDLES: &str = "bundles.json";
+/// The controller's data directory (redb), relative to its config.
+pub(crate) const CONTROLLER_DATA: &str = "controller-data";
 /// Gateway drain on SIGTERM, ms: short, a dev mesh has nothing to protect.
 const DRAIN_MS: u64 = 1000;
+/// Workload lease, seconds: a sidecar that dies leaves the catalog this fast.
+const LEASE_SECONDS: u64 = 10;
 
 /// A file to write under the state directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,18 +32,56 @@ pub(crate) struct ConfigFile {
     pub(crate) yaml: String,
 }
 
-/// The `identity` section (trust_bundle::config::IdentityConfig).
+/// `mesh-controller` config.
 #[derive(Debug, Serialize)]
-struct Identity {
-    spiffe_id: String,
-    ca: PemFiles,
-    bundles: &'static str,
+pub(crate) struct ControllerConfig {
+    cluster: String,
+    node_id: u64,
+    data_dir: &'static str,
+    raft_listen: SocketAddr,
+    grpc_listen: SocketAddr,
+    admin_listen: SocketAddr,
+    bundle_listen: SocketAddr,
+    gateways: Vec<ControllerGateway>,
+    lease_seconds: u64,
 }
 
 #[derive(Debug, Serialize)]
-struct PemFiles {
-    cert: &'static str,
-    key: &'static str,
+struct ControllerGateway {
+    address: SocketAddr,
+    admin: SocketAddr,
+}
+
+/// The `identity` section with a control plane: who we are and whom we
+/// trust before the controller tells us more.
+#[derive(Debug, Serialize)]
+struct Identity {
+    spiffe_id: String,
+    bundles: &'static str,
+}
+
+/// The `control_plane` section.
+#[derive(Debug, Serialize)]
+struct ControlPlane {
+    address: SocketAddr,
+    spiffe_id: String,
+    join_token_file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    register: Option<Register>,
+}
+
+#[derive(Debug, Serialize)]
+struct Register {
+    name: String,
+    service: String,
+    ports: Vec<RegisterPort>,
+}
+
+#[derive(Debug, Serialize)]
+struct RegisterPort {
+    port: u16,
+    target_port: u16,
+    protocol: &'static str,
 }
 
 /// `mesh-gateway` config.
@@ -49,31 +91,8 @@ pub(crate) struct GatewayConfig {
     identity: Identity,
     listen: SocketAddr,
     admin: SocketAddr,
-    peers: Vec<GatewayPeer>,
-    exports: Vec<GatewayExport>,
+    control_plane: ControlPlane,
     timeouts: GatewayTimeouts,
-}
-
-#[derive(Debug, Serialize)]
-struct GatewayPeer {
-    cluster: String,
-    trust_domain: String,
-    address: String,
-    spiffe_id: String,
-}
-
-#[derive(Debug, Serialize)]
-struct GatewayExport {
-    service: String,
-    port: u16,
-    exported_to: Vec<String>,
-    endpoints: Vec<GatewayEndpoint>,
-}
-
-#[derive(Debug, Serialize)]
-struct GatewayEndpoint {
-    address: SocketAddr,
-    spiffe_id: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -90,7 +109,7 @@ pub(crate) struct SidecarConfig {
     gateway: SidecarGateway,
     outbound: Vec<SidecarOutbound>,
     inbound: Vec<SidecarInbound>,
-    services: Vec<SidecarService>,
+    control_plane: ControlPlane,
 }
 
 #[derive(Debug, Serialize)]
@@ -118,24 +137,9 @@ struct SidecarInbound {
     allow: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct SidecarService {
-    service: String,
-    port: u16,
-    endpoints: Vec<SidecarEndpoint>,
-    remote: Vec<SidecarRemote>,
-}
-
-#[derive(Debug, Serialize)]
-struct SidecarEndpoint {
-    address: SocketAddr,
-    spiffe_id: String,
-}
-
-#[derive(Debug, Serialize)]
-struct SidecarRemote {
-    cluster: String,
-    spiffe_id: String,
+/// `cluster-a/controller.yaml`.
+pub(crate) fn controller_path(cluster: &Cluster) -> PathBuf {
+    PathBuf::from(&cluster.name).join("controller.yaml")
 }
 
 /// `cluster-a/gateway.yaml`.
@@ -148,71 +152,89 @@ pub(crate) fn sidecar_path(cluster: &Cluster, workload: &Workload) -> PathBuf {
     PathBuf::from(&cluster.name).join(format!("{}-sidecar.yaml", workload.name))
 }
 
+/// The join token file of the gateway (next to its config).
+pub(crate) const GATEWAY_TOKEN: &str = "gateway.token";
+
+/// The join token file of `workload`'s sidecar (next to its config).
+pub(crate) fn sidecar_token(workload: &Workload) -> String {
+    format!("{}.token", workload.name)
+}
+
+/// The controller configs, one per cluster.
+///
+/// # Errors
+/// YAML serialization failed (not expected for these types).
+pub(crate) fn controllers(topology: &Topology) -> anyhow::Result<Vec<ConfigFile>> {
+    topology
+        .clusters
+        .iter()
+        .map(|c| {
+            Ok(ConfigFile {
+                path: controller_path(c),
+                yaml: serde_yaml_ng::to_string(&controller(c))?,
+            })
+        })
+        .collect()
+}
+
 /// Every gateway and sidecar config of the topology.
 ///
 /// # Errors
 /// YAML serialization failed (not expected for these types).
-pub(crate) fn generate(topology: &Topology) -> anyhow::Result<Vec<ConfigFile>> {
+pub(crate) fn proxies(topology: &Topology) -> anyhow::Result<Vec<ConfigFile>> {
     let mut files = Vec::new();
     for cluster in &topology.clusters {
         files.push(ConfigFile {
             path: gateway_path(cluster),
-            yaml: serde_yaml_ng::to_string(&gateway(topology, cluster))?,
+            yaml: serde_yaml_ng::to_string(&gateway(cluster))?,
         });
         for workload in &cluster.workloads {
             files.push(ConfigFile {
                 path: sidecar_path(cluster, workload),
-                yaml: serde_yaml_ng::to_string(&sidecar(topology, cluster, workload))?,
+                yaml: serde_yaml_ng::to_string(&sidecar(cluster, workload))?,
             });
         }
     }
     Ok(files)
 }
 
-/// The gateway config of `cluster`.
-pub(crate) fn gateway(topology: &Topology, cluster: &Cluster) -> GatewayConfig {
-    let peers = cluster
-        .peers
-        .iter()
-        .filter_map(|name| topology.cluster(name))
-        .map(|peer| GatewayPeer {
-            cluster: peer.name.clone(),
-            trust_domain: peer.trust_domain.clone(),
-            address: peer.gateway_listen.to_string(),
-            spiffe_id: peer.gateway_id.clone(),
-        })
-        .collect();
-    let exports = cluster
-        .exports
-        .iter()
-        .map(|(service, to)| GatewayExport {
-            service: service.clone(),
-            port: SERVICE_PORT,
-            exported_to: to.clone(),
-            endpoints: topology
-                .endpoints(cluster, service)
-                .into_iter()
-                .map(|(address, spiffe_id)| GatewayEndpoint { address, spiffe_id })
-                .collect(),
-        })
-        .collect();
+/// The controller config of `cluster`: a single Raft node (the embedded
+/// default) that knows its cluster's gateway.
+pub(crate) fn controller(cluster: &Cluster) -> ControllerConfig {
+    let c = &cluster.controller;
+    ControllerConfig {
+        cluster: cluster.name.clone(),
+        node_id: 1,
+        data_dir: CONTROLLER_DATA,
+        raft_listen: c.raft,
+        grpc_listen: c.grpc,
+        admin_listen: c.admin,
+        bundle_listen: c.bundle,
+        gateways: vec![ControllerGateway {
+            address: cluster.gateway_listen,
+            admin: cluster.gateway_admin,
+        }],
+        lease_seconds: LEASE_SECONDS,
+    }
+}
+
+/// The gateway config of `cluster`: peers and exports come from the
+/// controller.
+pub(crate) fn gateway(cluster: &Cluster) -> GatewayConfig {
     GatewayConfig {
         cluster: cluster.name.clone(),
         identity: identity(&cluster.gateway_id),
         listen: cluster.gateway_listen,
         admin: cluster.gateway_admin,
-        peers,
-        exports,
+        control_plane: control_plane(cluster, GATEWAY_TOKEN.to_owned(), None),
         timeouts: GatewayTimeouts { drain_ms: DRAIN_MS },
     }
 }
 
-/// The sidecar config of `workload` in `cluster`.
-pub(crate) fn sidecar(
-    topology: &Topology,
-    cluster: &Cluster,
-    workload: &Workload,
-) -> SidecarConfig {
+/// The sidecar config of `workload` in `cluster`: the routing catalog comes
+/// from the controller; a workload with an inbound listener registers
+/// itself there (its address is the inbound listener's).
+pub(crate) fn sidecar(cluster: &Cluster, workload: &Workload) -> SidecarConfig {
     let outbound = workload
         .outbound
         .iter()
@@ -235,30 +257,15 @@ pub(crate) fn sidecar(
             allow: allow.clone(),
         })
         .collect();
-    let mut services: Vec<String> = workload
-        .outbound
-        .iter()
-        .map(|o| o.service.clone())
-        .collect();
-    services.sort();
-    services.dedup();
-    let services = services
-        .into_iter()
-        .map(|service| SidecarService {
-            endpoints: topology
-                .endpoints(cluster, &service)
-                .into_iter()
-                .map(|(address, spiffe_id)| SidecarEndpoint { address, spiffe_id })
-                .collect(),
-            remote: topology
-                .remotes(cluster, &service)
-                .into_iter()
-                .map(|(cluster, spiffe_id)| SidecarRemote { cluster, spiffe_id })
-                .collect(),
-            service,
+    let register = workload.inbound.as_ref().map(|(listen, _)| Register {
+        name: workload_name(workload),
+        service: workload.name.clone(),
+        ports: vec![RegisterPort {
             port: SERVICE_PORT,
-        })
-        .collect();
+            target_port: listen.port(),
+            protocol: "http",
+        }],
+    });
     SidecarConfig {
         cluster: cluster.name.clone(),
         identity: identity(&workload.spiffe_id),
@@ -269,17 +276,33 @@ pub(crate) fn sidecar(
         },
         outbound,
         inbound,
-        services,
+        control_plane: control_plane(cluster, sidecar_token(workload), register),
+    }
+}
+
+/// The name `workload` registers under, e.g. `backend-1` (`default/backend-1`
+/// in `meshctl get workloads`).
+pub(crate) fn workload_name(workload: &Workload) -> String {
+    format!("{}-1", workload.name)
+}
+
+/// `namespace/name` of the registered workload.
+pub(crate) fn registered_as(workload: &Workload) -> String {
+    format!("{NAMESPACE}/{}", workload_name(workload))
+}
+
+fn control_plane(cluster: &Cluster, token: String, register: Option<Register>) -> ControlPlane {
+    ControlPlane {
+        address: cluster.controller.grpc,
+        spiffe_id: cluster.controller.spiffe_id.clone(),
+        join_token_file: token,
+        register,
     }
 }
 
 fn identity(spiffe_id: &str) -> Identity {
     Identity {
         spiffe_id: spiffe_id.to_owned(),
-        ca: PemFiles {
-            cert: CA_CERT,
-            key: CA_KEY,
-        },
         bundles: BUNDLES,
     }
 }
@@ -291,7 +314,10 @@ mod tests {
     use serde_yaml_ng::Value;
 
     fn files() -> Vec<ConfigFile> {
-        generate(&Topology::dev(DEFAULT_PORT_BASE).unwrap()).unwrap()
+        let t = Topology::dev(DEFAULT_PORT_BASE).unwrap();
+        let mut files = controllers(&t).unwrap();
+        files.extend(proxies(&t).unwrap());
+        files
     }
 
     fn yaml(path: &str) -> Value {
@@ -303,7 +329,7 @@ mod tests {
     }
 
     #[test]
-    fn one_gateway_and_one_sidecar_per_workload() {
+    fn a_controller_per_cluster_then_a_gateway_and_one_sidecar_per_workload() {
         let paths: Vec<String> = files()
             .iter()
             .map(|f| f.path.display().to_string())
@@ -311,6 +337,8 @@ mod tests {
         assert_eq!(
             paths,
             vec![
+                "cluster-a/controller.yaml",
+                "cluster-b/controller.yaml",
                 "cluster-a/gateway.yaml",
                 "cluster-a/frontend-sidecar.yaml",
                 "cluster-a/backend-sidecar.yaml",
@@ -321,83 +349,68 @@ mod tests {
     }
 
     #[test]
-    fn gateways_are_linked_to_each_other() {
-        let a = yaml("cluster-a/gateway.yaml");
-        let b = yaml("cluster-b/gateway.yaml");
-        assert_eq!(a["listen"], "127.0.1.2:15443");
-        assert_eq!(a["peers"][0]["cluster"], "cluster-b");
-        assert_eq!(a["peers"][0]["trust_domain"], "cluster-b.mesh");
-        assert_eq!(a["peers"][0]["address"], b["listen"]);
-        assert_eq!(a["peers"][0]["spiffe_id"], b["identity"]["spiffe_id"]);
-        assert_eq!(b["peers"][0]["address"], a["listen"]);
-        assert_eq!(
-            a["identity"]["spiffe_id"],
-            "spiffe://cluster-a.mesh/ns/isthmus-system/sa/east-west-gateway"
-        );
-        assert_eq!(a["exports"].as_sequence().unwrap().len(), 0);
+    fn controllers_know_their_gateway() {
+        let c = yaml("cluster-b/controller.yaml");
+        let g = yaml("cluster-b/gateway.yaml");
+        assert_eq!(c["cluster"], "cluster-b");
+        assert_eq!(c["node_id"], 1);
+        assert_eq!(c["grpc_listen"], "127.0.2.3:15012");
+        assert_eq!(c["admin_listen"], "127.0.2.3:15014");
+        assert_eq!(c["gateways"][0]["address"], g["listen"]);
+        assert_eq!(c["gateways"][0]["admin"], g["admin"]);
     }
 
     #[test]
-    fn gateway_b_exports_backend_to_a_at_its_sidecar() {
-        let b = yaml("cluster-b/gateway.yaml");
-        let sidecar = yaml("cluster-b/backend-sidecar.yaml");
-        let export = &b["exports"][0];
-        assert_eq!(export["service"], "default/backend");
-        assert_eq!(export["port"], 8080);
-        assert_eq!(export["exported_to"][0], "cluster-a");
-        assert_eq!(
-            export["endpoints"][0]["address"],
-            sidecar["inbound"][0]["listen"]
-        );
-        assert_eq!(
-            export["endpoints"][0]["spiffe_id"],
-            sidecar["identity"]["spiffe_id"]
-        );
+    fn proxies_get_identity_and_catalog_from_their_own_controller() {
+        for (path, token) in [
+            ("cluster-a/gateway.yaml", "gateway.token"),
+            ("cluster-a/frontend-sidecar.yaml", "frontend.token"),
+            ("cluster-b/backend-sidecar.yaml", "backend.token"),
+        ] {
+            let p = yaml(path);
+            let cluster = p["cluster"].as_str().unwrap().to_owned();
+            let c = yaml(&format!("{cluster}/controller.yaml"));
+            assert_eq!(p["control_plane"]["address"], c["grpc_listen"], "{path}");
+            assert_eq!(
+                p["control_plane"]["spiffe_id"],
+                format!("spiffe://{cluster}.mesh/ns/isthmus-system/sa/controller").as_str()
+            );
+            assert_eq!(p["control_plane"]["join_token_file"], token, "{path}");
+            assert_eq!(p["identity"]["bundles"], BUNDLES);
+            assert!(p["identity"].get("ca").is_none(), "{path}");
+            assert!(p.get("services").is_none() && p.get("peers").is_none());
+        }
     }
 
     #[test]
-    fn frontend_sidecar_routes_local_first_then_cluster_b() {
+    fn backends_register_their_inbound_listener_and_the_frontend_does_not() {
         let f = yaml("cluster-a/frontend-sidecar.yaml");
-        let backend_a = yaml("cluster-a/backend-sidecar.yaml");
-        let backend_b = yaml("cluster-b/backend-sidecar.yaml");
+        assert!(f["control_plane"].get("register").is_none());
+        for path in [
+            "cluster-a/backend-sidecar.yaml",
+            "cluster-b/backend-sidecar.yaml",
+        ] {
+            let s = yaml(path);
+            let r = &s["control_plane"]["register"];
+            assert_eq!(r["name"], "backend-1");
+            assert_eq!(r["service"], "backend");
+            assert_eq!(r["ports"][0]["port"], 8080);
+            assert_eq!(r["ports"][0]["target_port"], 15006);
+            assert_eq!(r["ports"][0]["protocol"], "http");
+            assert_eq!(s["inbound"][0]["allow"][0], f["identity"]["spiffe_id"]);
+        }
+    }
+
+    #[test]
+    fn frontend_sidecar_routes_local_first_and_pinned_to_cluster_b() {
+        let f = yaml("cluster-a/frontend-sidecar.yaml");
         assert_eq!(f["gateway"]["address"], "127.0.1.2:15443");
         assert_eq!(f["outbound"][0]["listen"], "127.0.1.10:18080");
+        assert_eq!(f["outbound"][0]["service"], "default/backend");
         assert!(f["outbound"][0].get("cluster").is_none());
         assert_eq!(f["outbound"][1]["listen"], "127.0.1.10:18081");
         assert_eq!(f["outbound"][1]["cluster"], "cluster-b");
         assert_eq!(f["inbound"].as_sequence().unwrap().len(), 0);
-        let svc = &f["services"][0];
-        assert_eq!(f["services"].as_sequence().unwrap().len(), 1);
-        assert_eq!(svc["service"], "default/backend");
-        assert_eq!(
-            svc["endpoints"][0]["address"],
-            backend_a["inbound"][0]["listen"]
-        );
-        assert_eq!(
-            svc["endpoints"][0]["spiffe_id"],
-            backend_a["identity"]["spiffe_id"]
-        );
-        assert_eq!(svc["remote"][0]["cluster"], "cluster-b");
-        assert_eq!(
-            svc["remote"][0]["spiffe_id"],
-            backend_b["identity"]["spiffe_id"]
-        );
-    }
-
-    #[test]
-    fn backend_sidecars_admit_the_frontend_and_forward_to_their_app() {
-        let f = yaml("cluster-a/frontend-sidecar.yaml");
-        for (path, app) in [
-            ("cluster-a/backend-sidecar.yaml", "127.0.1.11:8080"),
-            ("cluster-b/backend-sidecar.yaml", "127.0.2.11:8080"),
-        ] {
-            let s = yaml(path);
-            assert_eq!(s["inbound"][0]["app"], app);
-            assert_eq!(s["inbound"][0]["protocol"], "http");
-            assert_eq!(s["inbound"][0]["allow"][0], f["identity"]["spiffe_id"]);
-            assert_eq!(s["identity"]["ca"]["cert"], CA_CERT);
-            assert_eq!(s["identity"]["bundles"], BUNDLES);
-        }
     }
 
     #[test]
@@ -405,7 +418,10 @@ mod tests {
         let dir = std::path::Path::new("/state/cluster-x");
         for file in files() {
             let name = file.path.display().to_string();
-            if name.ends_with("gateway.yaml") {
+            if name.ends_with("controller.yaml") {
+                mesh_controller::config::Config::from_yaml(&file.yaml, dir)
+                    .unwrap_or_else(|e| panic!("{name}: {e}\n{}", file.yaml));
+            } else if name.ends_with("gateway.yaml") {
                 mesh_gateway::Config::from_yaml(&file.yaml, dir)
                     .unwrap_or_else(|e| panic!("{name}: {e}\n{}", file.yaml));
             } else {

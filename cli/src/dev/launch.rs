@@ -1,15 +1,22 @@
-//! Startup: spawn the components in dependency order (gateways, backends,
-//! then the frontend), wait for each one's readiness endpoint, then check
-//! every command about to be printed before printing it.
+//! Startup, in dependency order: the controllers (each awaited on its
+//! `/readyz`), the control-plane steps through their admin API (bootstrap
+//! trust, the link, join tokens), the gateways, backends and the frontend
+//! (each awaited on its readiness endpoint), the ServiceExports with the
+//! time to the first answer across clusters, then a check of every command
+//! about to be printed before printing it.
 
 use std::ffi::OsString;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::ready::{NotReady, Probe};
 use super::supervisor::{tail, Exit, Supervisor};
 use super::topology::{Role, Topology, Workload};
-use super::{configs, LOG_TAIL_LINES, READY_PATIENCE};
+use super::{configs, contexts, control, meshctl, LOG_TAIL_LINES, READY_PATIENCE};
 use crate::output::{curl_block, Console};
 
 /// Why the run ends.
@@ -32,6 +39,45 @@ pub(super) async fn start(
     console: &mut Console,
 ) -> Result<(), Stop> {
     let parent = std::process::id().to_string();
+    let controllers: Vec<_> = topology
+        .clusters
+        .iter()
+        .map(|c| {
+            let config = state.join(configs::controller_path(c));
+            let mut args = component_args("__controller", &parent, &config);
+            args.extend(["--log".into(), CONTROLLER_LOG.into()]);
+            let probe = probe(
+                format!("controller {}", c.name),
+                c.controller.admin,
+                "/readyz",
+            );
+            let detail = format!(
+                "{}, gRPC {} admin {}",
+                c.trust_domain, c.controller.grpc, c.controller.admin
+            );
+            (format!("{}-controller", c.name), args, probe, detail)
+        })
+        .collect();
+    launch(controllers, supervisor, console).await?;
+    let lines = step(
+        supervisor,
+        console,
+        "bootstrap trust",
+        control::bootstrap_trust(topology, state),
+    )
+    .await?;
+    show(console, lines);
+    let lines = step(supervisor, console, "link", control::link(topology)).await?;
+    show(console, lines);
+    let lines = step(
+        supervisor,
+        console,
+        "join tokens",
+        control::join_tokens(topology, state),
+    )
+    .await?;
+    show(console, lines);
+
     let gateways: Vec<_> = topology
         .clusters
         .iter()
@@ -56,6 +102,10 @@ pub(super) async fn start(
                     format!("http://{}", w.app),
                 ));
                 let config = state.join(configs::sidecar_path(c, w));
+                let registered = match w.inbound {
+                    Some(_) => format!(", registered as {}", configs::registered_as(w)),
+                    None => String::new(),
+                };
                 batch.push((
                     format!("{log}-sidecar"),
                     component_args("__sidecar", &parent, &config),
@@ -64,21 +114,44 @@ pub(super) async fn start(
                         w.admin,
                         "/readyz",
                     ),
-                    format!("{} admin {}", w.spiffe_id, w.admin),
+                    format!("{} admin {}{registered}", w.spiffe_id, w.admin),
                 ));
             }
         }
         launch(batch, supervisor, console).await?;
     }
 
+    // Export, then time the first answer from the exporting cluster
+    // through the frontend's pinned listener.
+    let exported = Instant::now();
+    let lines = step(supervisor, console, "export", control::export(topology)).await?;
+    show(console, lines);
     let demos = topology.demos();
+    if let Some(pinned) = demos.iter().find(|d| d.pinned) {
+        let probe = demo_probe(pinned);
+        match probe
+            .wait_every(READY_PATIENCE, QUICK_POLL, supervisor)
+            .await
+        {
+            Ok(_) => console.ok(&format!(
+                "first answer across clusters {} ms after the export was stored ({})",
+                exported.elapsed().as_millis(),
+                pinned.hint.command
+            )),
+            Err(e) => return Err(not_ready(console, &probe.name, e)),
+        }
+    }
+    let lines = step(
+        supervisor,
+        console,
+        "imports",
+        control::await_imports(topology, READY_PATIENCE),
+    )
+    .await?;
+    show(console, lines);
+
     for demo in &demos {
-        let probe = Probe {
-            name: demo.hint.command.clone(),
-            addr: demo.addr,
-            path: demo.path.clone(),
-            expect: demo.expect.clone(),
-        };
+        let probe = demo_probe(demo);
         match probe.wait(READY_PATIENCE, supervisor).await {
             Ok(body) => console.ok(&format!(
                 "{}: {}",
@@ -88,13 +161,79 @@ pub(super) async fn start(
             Err(e) => return Err(not_ready(console, &probe.name, e)),
         }
     }
+    let contexts = match contexts::write(state, topology) {
+        Ok(path) => path,
+        Err(e) => {
+            console.fail(&format!("{e:#}"));
+            return Err(Stop::Failed);
+        }
+    };
+    let commands = meshctl::commands(topology);
+    let lines = step(
+        supervisor,
+        console,
+        "meshctl",
+        meshctl::check(&commands, &contexts),
+    )
+    .await?;
+    show(console, lines);
+
     console.line("");
     console.line("Try:");
     console.line(curl_block(&topology.hints()).trim_end());
     console.line("");
+    console.line(&format!(
+        "  export {}={}",
+        meshctl::CONFIG_ENV,
+        contexts.display()
+    ));
+    console.line(curl_block(&meshctl::hints(&commands)).trim_end());
+    console.line("");
     console.line("Ctrl-C tears everything down.");
     Ok(())
 }
+
+/// Runs a control-plane step while watching the children: a failure or a
+/// death is reported, and ends the startup.
+async fn step<T>(
+    supervisor: &mut Supervisor,
+    console: &mut Console,
+    what: &str,
+    work: impl Future<Output = anyhow::Result<T>>,
+) -> Result<T, Stop> {
+    tokio::select! {
+        done = work => done.map_err(|e| {
+            console.fail(&format!("{what}: {e:#}"));
+            Stop::Failed
+        }),
+        exit = supervisor.next_exit() => {
+            report_exit(console, &exit, &format!("exited during {what}"));
+            Err(Stop::Failed)
+        }
+    }
+}
+
+fn show(console: &mut Console, lines: Vec<String>) {
+    for line in lines {
+        console.ok(&line);
+    }
+}
+
+fn demo_probe(demo: &super::topology::Demo) -> Probe {
+    Probe {
+        name: demo.hint.command.clone(),
+        addr: demo.addr,
+        path: demo.path.clone(),
+        expect: demo.expect.clone(),
+    }
+}
+
+/// The controllers' log filter: Raft's per-election chatter stays out.
+const CONTROLLER_LOG: &str = "info,openraft=warn";
+
+/// How often the first cross-cluster answer is tried, so the measured
+/// time is not mostly waiting.
+const QUICK_POLL: Duration = Duration::from_millis(20);
 
 type Launch = (String, Vec<OsString>, Probe, String);
 
@@ -153,7 +292,7 @@ fn probe(name: String, addr: SocketAddr, path: &str) -> Probe {
     }
 }
 
-fn component_args(subcommand: &str, parent: &str, config: &Path) -> Vec<OsString> {
+pub(super) fn component_args(subcommand: &str, parent: &str, config: &Path) -> Vec<OsString> {
     vec![
         subcommand.into(),
         "--parent-pid".into(),

@@ -1,24 +1,34 @@
-//! `meshctl dev up`: two linked clusters on loopback, each with its own CA
-//! and trust domain, a gateway, and demo workloads behind sidecars.
+//! `meshctl dev up`: two linked clusters on loopback, each with its own
+//! controller (and so its own CA and trust domain), a gateway, and demo
+//! workloads behind sidecars; `meshctl dev down` stops a run from another
+//! terminal.
 //!
-//! The run is: topology ([`topology`]) → CAs and bundle maps ([`pki`]) →
-//! component configs ([`configs`]) → child processes ([`supervisor`]),
-//! started in dependency order and each awaited on its readiness endpoint
-//! ([`ready`]) → the printed commands, checked first → the live traffic line
-//! ([`traffic`]) until SIGINT/SIGTERM or a child's death → teardown.
+//! The run is: topology ([`topology`]) → component configs ([`configs`]) →
+//! child processes ([`supervisor`]), started in dependency order and each
+//! awaited on its readiness endpoint ([`ready`]): the controllers first,
+//! then the control-plane steps through their admin API ([`control`]:
+//! bootstrap trust ([`trust`]), the link, join tokens), the proxies and
+//! apps, the ServiceExports → the printed curl and meshctl commands
+//! ([`meshctl`], with a contexts file, [`contexts`]), checked first → the
+//! live traffic line ([`traffic`]) until SIGINT/SIGTERM or a child's death
+//! → teardown.
 
 pub(crate) mod configs;
+mod contexts;
+mod control;
 mod launch;
-mod pki;
+mod meshctl;
+mod pidfile;
 mod ready;
 mod supervisor;
 pub(crate) mod topology;
 mod traffic;
+mod trust;
 
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use rustix::process::{set_parent_process_death_signal, Signal};
@@ -26,6 +36,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::output::{traffic_line, Console};
 use launch::{report_exit, start, Stop};
+use pidfile::PidFile;
 use supervisor::{Exit, Supervisor};
 pub(crate) use topology::DEFAULT_PORT_BASE;
 use topology::{Topology, Workload};
@@ -77,29 +88,29 @@ pub(crate) async fn up(options: Options, console: &mut Console) -> anyhow::Resul
         }
     ));
 
-    let cas = pki::generate(&topology, SystemTime::now())?;
-    pki::write(&state, &topology, &cas)?;
+    let pid_file = PidFile::create(&state)?;
     for c in &topology.clusters {
-        let linked: Vec<&str> = c
-            .peers
-            .iter()
-            .filter_map(|p| topology.cluster(p))
-            .map(|p| p.trust_domain.as_str())
-            .collect();
-        console.ok(&format!(
-            "CA for {} (trust domain {}); it trusts {} and {}",
-            c.name,
-            c.trust_domain,
-            c.trust_domain,
-            linked.join(", ")
-        ));
+        let dir = state.join(&c.name);
+        // A fresh mesh every run: a kept state dir keeps configs and logs,
+        // not the previous run's catalog.
+        let data = dir.join(configs::CONTROLLER_DATA);
+        if data.exists() {
+            std::fs::remove_dir_all(&data)
+                .with_context(|| format!("remove the previous run's {}", data.display()))?;
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     }
-    let files = configs::generate(&topology)?;
+    let mut files = configs::controllers(&topology)?;
+    files.extend(configs::proxies(&topology)?);
     for file in &files {
         let path = state.join(&file.path);
         std::fs::write(&path, &file.yaml).with_context(|| format!("write {}", path.display()))?;
     }
-    console.ok(&format!("{} component configs written", files.len()));
+    console.ok(&format!(
+        "{} component configs written ({} controllers; gateways and sidecars get identity and routes from them)",
+        files.len(),
+        topology.clusters.len()
+    ));
 
     let logs = state.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("create {}", logs.display()))?;
@@ -130,12 +141,28 @@ pub(crate) async fn up(options: Options, console: &mut Console) -> anyhow::Resul
         Err(Stop::Failed) => ExitCode::FAILURE,
     };
     supervisor.shutdown().await;
+    drop(pid_file);
     if let Some(temp) = temp {
         temp.close()
             .with_context(|| format!("remove {}", state.display()))?;
     }
     console.ok("torn down");
     Ok(code)
+}
+
+/// Stops the `dev up` running with `state_dir` (SIGTERM: its usual
+/// teardown) and waits for it to exit.
+///
+/// # Errors
+/// None runs there, or it did not exit in time.
+pub(crate) async fn down(state_dir: &Path, console: &mut Console) -> anyhow::Result<()> {
+    // Its own teardown gives every child STOP_GRACE; allow for that and more.
+    let pid = pidfile::stop(state_dir, STOP_GRACE * 4).await?;
+    console.ok(&format!(
+        "dev up (pid {pid}) stopped; {} kept",
+        state_dir.display()
+    ));
+    Ok(())
 }
 
 /// Refreshes the traffic line every second until a child dies.
@@ -173,7 +200,7 @@ async fn watch(topology: &Topology, supervisor: &mut Supervisor, console: &mut C
             (Ok(None), _) => "traffic  (frontend /stats unreadable)".to_owned(),
             (Err(e), _) | (_, Err(e)) => format!("traffic  (scrape failed: {e:#})"),
         };
-        if console.is_tty() || n % PLAIN_TRAFFIC_EVERY == 0 {
+        if console.is_tty() || n.is_multiple_of(PLAIN_TRAFFIC_EVERY) {
             console.live(&line);
         }
         n = n.wrapping_add(1);
@@ -229,7 +256,8 @@ fn ports_free(topology: &Topology) -> anyhow::Result<()> {
                     c.gateway_listen, c.name
                 )
             })?;
-        let mut tcp = vec![c.gateway_admin];
+        let ctl = &c.controller;
+        let mut tcp = vec![c.gateway_admin, ctl.raft, ctl.grpc, ctl.admin, ctl.bundle];
         for w in &c.workloads {
             tcp.extend([w.app, w.admin]);
             tcp.extend(w.inbound.iter().map(|(a, _)| *a));

@@ -63,6 +63,16 @@ impl Probe {
         patience: Duration,
         supervisor: &mut Supervisor,
     ) -> Result<String, NotReady> {
+        self.wait_every(patience, POLL_INTERVAL, supervisor).await
+    }
+
+    /// [`Probe::wait`] with `interval` between attempts.
+    pub(crate) async fn wait_every(
+        &self,
+        patience: Duration,
+        interval: Duration,
+        supervisor: &mut Supervisor,
+    ) -> Result<String, NotReady> {
         let deadline = Instant::now() + patience;
         loop {
             let last = tokio::select! {
@@ -77,7 +87,7 @@ impl Probe {
             }
             tokio::select! {
                 exit = supervisor.next_exit() => return Err(NotReady::Died(exit)),
-                () = tokio::time::sleep(POLL_INTERVAL) => {}
+                () = tokio::time::sleep(interval) => {}
             }
         }
     }

@@ -3,8 +3,9 @@
 //! derived only from `--port-base`, so the printed commands are stable.
 //!
 //! Layout: cluster `n` (1 = cluster-a, 2 = cluster-b) lives on `127.0.n.x`:
-//! its gateway on `.2`, `frontend` on `.10`, `backend` on `.11`. Each workload
-//! address hosts the app and its sidecar, like a pod IP.
+//! its gateway on `.2`, its controller on `.3`, `frontend` on `.10`,
+//! `backend` on `.11`. Each workload address hosts the app and its sidecar,
+//! like a pod IP.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -13,12 +14,17 @@ use anyhow::{anyhow, bail};
 use crate::output::Hint;
 
 /// Default `--port-base`: apps on 8080, sidecar admin 15000, inbound 15006,
+/// controller gRPC 15012, Raft 15013, admin API 15014, bundle endpoint 15015,
 /// gateway admin 15021, gateway QUIC 15443, outbound listeners 18080/18081.
 pub(crate) const DEFAULT_PORT_BASE: u16 = 8000;
 /// The logical service port of `default/backend`, named in tunnel headers.
 pub(crate) const SERVICE_PORT: u16 = 8080;
 /// Namespace of every demo workload.
 pub(crate) const NAMESPACE: &str = "default";
+/// Namespace of the controller's and the gateways' identities.
+pub(crate) const SYSTEM_NAMESPACE: &str = "isthmus-system";
+/// Service account of the east-west gateways.
+pub(crate) const GATEWAY_SA: &str = "east-west-gateway";
 
 /// Ports, each `--port-base` plus a fixed offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +35,14 @@ pub(crate) struct Ports {
     pub(crate) sidecar_admin: u16,
     /// Sidecar inbound mTLS listener (base + 7006).
     pub(crate) inbound: u16,
+    /// Controller gRPC (TLS: Identity, ADS, Peering) (base + 7012).
+    pub(crate) controller_grpc: u16,
+    /// Controller Raft RPC (base + 7013).
+    pub(crate) controller_raft: u16,
+    /// Controller admin API (base + 7014).
+    pub(crate) controller_admin: u16,
+    /// Controller SPIFFE bundle endpoint (base + 7015).
+    pub(crate) controller_bundle: u16,
     /// Gateway admin (base + 7021).
     pub(crate) gateway_admin: u16,
     /// Gateway QUIC listener, UDP (base + 7443).
@@ -54,6 +68,10 @@ impl Ports {
             app: at(80)?,
             sidecar_admin: at(7000)?,
             inbound: at(7006)?,
+            controller_grpc: at(7012)?,
+            controller_raft: at(7013)?,
+            controller_admin: at(7014)?,
+            controller_bundle: at(7015)?,
             gateway_admin: at(7021)?,
             gateway_listen: at(7443)?,
             outbound: at(10080)?,
@@ -102,14 +120,34 @@ pub(crate) struct Workload {
     pub(crate) outbound: Vec<Outbound>,
 }
 
-impl Workload {
-    /// `namespace/name`, the service this workload backs.
-    pub(crate) fn service(&self) -> String {
-        format!("{NAMESPACE}/{}", self.name)
+/// A cluster's controller: one Raft node with its listeners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Controller {
+    /// Raft RPC (HTTP/1.1).
+    pub(crate) raft: SocketAddr,
+    /// gRPC over TLS: Identity, ADS, Peering.
+    pub(crate) grpc: SocketAddr,
+    /// The admin REST API meshctl talks to.
+    pub(crate) admin: SocketAddr,
+    /// The SPIFFE bundle endpoint (https_spiffe).
+    pub(crate) bundle: SocketAddr,
+    /// `spiffe://<td>/ns/isthmus-system/sa/controller`.
+    pub(crate) spiffe_id: String,
+}
+
+impl Controller {
+    /// `http://<admin>`, the server of a meshctl context.
+    pub(crate) fn server(&self) -> String {
+        format!("http://{}", self.admin)
+    }
+
+    /// `https://<bundle>/`, the bundle endpoint URL.
+    pub(crate) fn bundle_url(&self) -> String {
+        format!("https://{}/", self.bundle)
     }
 }
 
-/// One cluster: its identity, gateway and workloads.
+/// One cluster: its identity, controller, gateway and workloads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Cluster {
     /// DNS label, e.g. `cluster-a`.
@@ -122,11 +160,15 @@ pub(crate) struct Cluster {
     pub(crate) gateway_admin: SocketAddr,
     /// `spiffe://<td>/ns/isthmus-system/sa/east-west-gateway`.
     pub(crate) gateway_id: String,
+    /// The controller.
+    pub(crate) controller: Controller,
     /// Demo workloads.
     pub(crate) workloads: Vec<Workload>,
-    /// Services this cluster exports, with the clusters they go to.
-    pub(crate) exports: Vec<(String, Vec<String>)>,
-    /// Names of linked clusters.
+    /// Services (`namespace/name`) this cluster exports with a
+    /// ServiceExport: every linked cluster imports them.
+    pub(crate) exports: Vec<String>,
+    /// Names of the clusters this one links to (`meshctl link`: the peering
+    /// token is made here and redeemed there).
     pub(crate) peers: Vec<String>,
 }
 
@@ -147,8 +189,8 @@ impl Topology {
     /// See [`Ports::new`].
     pub(crate) fn dev(port_base: u16) -> anyhow::Result<Self> {
         let ports = Ports::new(port_base)?;
-        let mut a = cluster("cluster-a", 1, ports, "cluster-b");
-        let mut b = cluster("cluster-b", 2, ports, "cluster-a");
+        let mut a = cluster("cluster-a", 1, ports, Some("cluster-b"));
+        let mut b = cluster("cluster-b", 2, ports, None);
         let frontend_id = workload_id(&a.trust_domain, "frontend");
         let backend = "default/backend".to_owned();
         a.workloads.push(Workload {
@@ -177,7 +219,7 @@ impl Topology {
             .push(backend_workload(&a, 1, ports, &frontend_id));
         b.workloads
             .push(backend_workload(&b, 2, ports, &frontend_id));
-        b.exports.push((backend, vec!["cluster-a".into()]));
+        b.exports.push(backend);
         Ok(Self {
             ports,
             clusters: vec![a, b],
@@ -199,36 +241,6 @@ impl Topology {
             .expect("the dev topology has a frontend in cluster-a")
     }
 
-    /// Local endpoints of `service` in `cluster`: (inbound address, SPIFFE ID).
-    pub(crate) fn endpoints(&self, cluster: &Cluster, service: &str) -> Vec<(SocketAddr, String)> {
-        cluster
-            .workloads
-            .iter()
-            .filter(|w| w.service() == service)
-            .filter_map(|w| w.inbound.as_ref().map(|(at, _)| (*at, w.spiffe_id.clone())))
-            .collect()
-    }
-
-    /// Other clusters exporting `service` to `cluster`, with the identity
-    /// their endpoints present: (cluster name, SPIFFE ID).
-    pub(crate) fn remotes(&self, cluster: &Cluster, service: &str) -> Vec<(String, String)> {
-        self.clusters
-            .iter()
-            .filter(|c| c.name != cluster.name)
-            .filter(|c| {
-                c.exports
-                    .iter()
-                    .any(|(s, to)| s == service && to.contains(&cluster.name))
-            })
-            .flat_map(|c| {
-                self.endpoints(c, service)
-                    .into_iter()
-                    .map(|(_, id)| (c.name.clone(), id))
-                    .take(1)
-            })
-            .collect()
-    }
-
     /// The ready-to-paste commands `dev up` prints, with what each must
     /// answer (checked before they are printed).
     pub(crate) fn demos(&self) -> Vec<Demo> {
@@ -240,6 +252,7 @@ impl Topology {
             "/",
             "frontend → backend (local first)",
             vec![format!("frontend in {home} says hello"), says(home)],
+            false,
         )];
         for out in &frontend.outbound {
             let name = out.service.trim_start_matches("default/");
@@ -253,19 +266,27 @@ impl Topology {
                     says(home),
                 ),
             };
-            demos.push(Demo::new(out.listen, "/", &comment, vec![expect]));
+            demos.push(Demo::new(
+                out.listen,
+                "/",
+                &comment,
+                vec![expect],
+                out.cluster.is_some(),
+            ));
         }
         demos.push(Demo::new(
             self.clusters[0].gateway_admin,
             "/metrics",
             "gateway A metrics",
             Vec::new(),
+            false,
         ));
         demos.push(Demo::new(
             frontend.admin,
             "/metrics",
             "frontend sidecar metrics",
             Vec::new(),
+            false,
         ));
         demos
     }
@@ -287,10 +308,12 @@ pub(crate) struct Demo {
     pub(crate) path: String,
     /// Strings the 200 body contains.
     pub(crate) expect: Vec<String>,
+    /// Goes to another cluster's endpoints only (a pinned listener).
+    pub(crate) pinned: bool,
 }
 
 impl Demo {
-    fn new(addr: SocketAddr, path: &str, comment: &str, expect: Vec<String>) -> Self {
+    fn new(addr: SocketAddr, path: &str, comment: &str, expect: Vec<String>, pinned: bool) -> Self {
         Self {
             hint: Hint {
                 command: format!("curl http://{addr}{path}"),
@@ -299,21 +322,29 @@ impl Demo {
             addr,
             path: path.to_owned(),
             expect,
+            pinned,
         }
     }
 }
 
-fn cluster(name: &str, net: u8, ports: Ports, peer: &str) -> Cluster {
+fn cluster(name: &str, net: u8, ports: Ports, link_to: Option<&str>) -> Cluster {
     let trust_domain = format!("{name}.mesh");
     Cluster {
         name: name.into(),
         gateway_listen: addr(net, 2, ports.gateway_listen),
         gateway_admin: addr(net, 2, ports.gateway_admin),
-        gateway_id: format!("spiffe://{trust_domain}/ns/isthmus-system/sa/east-west-gateway"),
+        gateway_id: format!("spiffe://{trust_domain}/ns/{SYSTEM_NAMESPACE}/sa/{GATEWAY_SA}"),
+        controller: Controller {
+            raft: addr(net, 3, ports.controller_raft),
+            grpc: addr(net, 3, ports.controller_grpc),
+            admin: addr(net, 3, ports.controller_admin),
+            bundle: addr(net, 3, ports.controller_bundle),
+            spiffe_id: format!("spiffe://{trust_domain}/ns/{SYSTEM_NAMESPACE}/sa/controller"),
+        },
         trust_domain,
         workloads: Vec::new(),
         exports: Vec::new(),
-        peers: vec![peer.into()],
+        peers: link_to.into_iter().map(str::to_owned).collect(),
     }
 }
 
@@ -356,6 +387,15 @@ mod tests {
             ),
             (8080, 15000, 15006, 15021, 15443, 18080)
         );
+        assert_eq!(
+            (
+                p.controller_grpc,
+                p.controller_raft,
+                p.controller_admin,
+                p.controller_bundle
+            ),
+            (15012, 15013, 15014, 15015)
+        );
     }
 
     #[test]
@@ -375,6 +415,10 @@ mod tests {
             // The gateway QUIC listener is UDP; the rest are TCP.
             assert!(seen.insert(("udp", c.gateway_listen)));
             assert!(seen.insert(("tcp", c.gateway_admin)));
+            let ctl = &c.controller;
+            for a in [ctl.raft, ctl.grpc, ctl.admin, ctl.bundle] {
+                assert!(seen.insert(("tcp", a)), "{a}");
+            }
             for w in &c.workloads {
                 assert!(seen.insert(("tcp", w.app)));
                 assert!(seen.insert(("tcp", w.admin)));
@@ -397,6 +441,11 @@ mod tests {
                 IpAddr::V6(_) => false,
             };
             assert!(on_net(c.gateway_listen) && on_net(c.gateway_admin));
+            assert!(on_net(c.controller.grpc) && on_net(c.controller.admin));
+            assert!(c
+                .controller
+                .spiffe_id
+                .starts_with(&format!("spiffe://{}/", c.trust_domain)));
             for w in &c.workloads {
                 assert!(on_net(w.app) && on_net(w.admin), "{w:?}");
                 assert!(w
@@ -407,22 +456,21 @@ mod tests {
     }
 
     #[test]
-    fn backend_is_local_in_a_and_exported_from_b() {
+    fn b_exports_backend_and_a_links_to_b() {
         let t = Topology::dev(DEFAULT_PORT_BASE).unwrap();
         let a = t.cluster("cluster-a").unwrap();
         let b = t.cluster("cluster-b").unwrap();
-        let local = t.endpoints(a, "default/backend");
-        assert_eq!(local.len(), 1);
-        assert_eq!(local[0].1, "spiffe://cluster-a.mesh/ns/default/sa/backend");
+        assert!(a.exports.is_empty());
+        assert_eq!(b.exports, vec!["default/backend".to_owned()]);
+        // One link, made once: token on cluster-a, redeemed by cluster-b.
+        assert_eq!(a.peers, vec!["cluster-b".to_owned()]);
+        assert!(b.peers.is_empty());
+        assert_eq!(a.controller.server(), "http://127.0.1.3:15014");
+        assert_eq!(b.controller.bundle_url(), "https://127.0.2.3:15015/");
         assert_eq!(
-            t.remotes(a, "default/backend"),
-            vec![(
-                "cluster-b".to_owned(),
-                "spiffe://cluster-b.mesh/ns/default/sa/backend".to_owned()
-            )]
+            a.controller.spiffe_id,
+            "spiffe://cluster-a.mesh/ns/isthmus-system/sa/controller"
         );
-        // Nothing of cluster-a is exported to cluster-b.
-        assert!(t.remotes(b, "default/backend").is_empty());
     }
 
     #[test]
@@ -455,6 +503,12 @@ mod tests {
         let demos = t.demos();
         assert!(demos[2].hint.comment.contains("cluster-b"));
         assert_eq!(demos[2].expect, vec!["backend in cluster-b says hello"]);
+        assert_eq!(
+            demos.iter().filter(|d| d.pinned).count(),
+            1,
+            "only the cluster-b listener is pinned"
+        );
+        assert!(demos[2].pinned);
         assert_eq!(demos[1].expect, vec!["backend in cluster-a says hello"]);
         assert!(demos[0]
             .expect

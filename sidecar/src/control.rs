@@ -126,8 +126,8 @@ fn node(config: &Config) -> Node {
 }
 
 /// The `services` of `config` built from accepted xDS resources: one entry
-/// per outbound (service, port), empty until its ClusterLoadAssignment
-/// arrives.
+/// per outbound (service, port) whose cluster the last CDS response holds,
+/// without endpoints until its ClusterLoadAssignment arrives.
 ///
 /// # Errors
 /// A lowercase message naming the resource at fault.
@@ -144,6 +144,14 @@ pub fn catalog(config: &Config, snapshot: &AdsSnapshot) -> Result<Vec<Service>, 
             continue;
         }
         let name = xds::service_cluster_name(&o.service.namespace, &o.service.name, o.port);
+        // CDS says which services exist (xDS "Deleting resources": a removed
+        // cluster is signalled through CDS, and SotW EDS never deletes). A
+        // service absent from CDS (nobody runs or exports it to us) is left
+        // out, so its requests get 503 `unknown service`, as in static mode;
+        // a stale assignment of a removed cluster is never used.
+        if !in_cds(snapshot, &name) {
+            continue;
+        }
         let (endpoints, remote) = match clas.get(&name) {
             Some(cla) => parse_cla(&config.cluster, cla).map_err(|e| format!("{name}: {e}"))?,
             None => (Vec::new(), Vec::new()),
@@ -164,6 +172,14 @@ pub fn catalog(config: &Config, snapshot: &AdsSnapshot) -> Result<Vec<Service>, 
         });
     }
     Ok(out)
+}
+
+/// Whether the last accepted CDS response holds the cluster `name`.
+fn in_cds(snapshot: &AdsSnapshot, name: &str) -> bool {
+    snapshot
+        .types
+        .get(CLUSTER_TYPE)
+        .is_some_and(|r| r.resources.contains_key(name))
 }
 
 /// Local endpoints (localities whose `sub_zone` is our cluster) and remote

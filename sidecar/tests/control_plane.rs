@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
+use mesh_api::envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use mesh_api::envoy_types::pb::envoy::config::core::v3::{
     address, socket_address, Address, Locality, Metadata, SocketAddress,
 };
@@ -17,7 +18,7 @@ use mesh_api::envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use mesh_api::envoy_types::pb::google::protobuf::Any;
 use mesh_api::fake::{FakeControlPlane, FakeState, FakeTls};
-use mesh_api::xds::{self, ENDPOINT_TYPE, IDENTITY_METADATA};
+use mesh_api::xds::{self, CLUSTER_TYPE, ENDPOINT_TYPE, IDENTITY_METADATA};
 use mesh_api::xds_decode::string_struct;
 use prost::Message;
 use std::time::SystemTime;
@@ -62,6 +63,18 @@ fn cla(endpoint: SocketAddr, spiffe_id: &str) -> Any {
                 lb_endpoints: vec![lb],
                 ..Default::default()
             }],
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    }
+}
+
+/// The CDS resource of default/backend:8080: CDS says the service exists.
+fn backend_cluster() -> Any {
+    Any {
+        type_url: CLUSTER_TYPE.into(),
+        value: Cluster {
+            name: xds::service_cluster_name("default", "backend", 8080),
             ..Default::default()
         }
         .encode_to_vec(),
@@ -146,6 +159,7 @@ async fn run(tls: bool) {
             store: BundleStore::from_map(&map),
         }
     });
+    state.set_resources(CLUSTER_TYPE, "1", vec![backend_cluster()]);
     state.set_resources(ENDPOINT_TYPE, "1", vec![cla(back1_in, &id("backend"))]);
     let fake = FakeControlPlane::start(
         "127.0.0.1:0".parse().unwrap(),

@@ -526,25 +526,44 @@ async fn follow_catalog(
 }
 
 /// On the leader: expire leases and join tokens, move CA rotations along.
+///
+/// Leases get a grace period after a node becomes leader (etcd refreshes
+/// every lease on a leader change for the same reason): while no controller
+/// led, no workload could renew, so a lease is expired only once it has
+/// also outlived one full lease period of this leadership. Without it a
+/// controller outage longer than the lease would drop every endpoint at the
+/// restart until the sidecars re-register.
 async fn leader_loop(store: Arc<Store<Catalog>>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(LEADER_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut leader_since_ms: Option<u64> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
         if !store.is_leader() {
+            leader_since_ms = None;
             continue;
         }
         let now_ms = unix_ms(SystemTime::now());
+        let since = *leader_since_ms.get_or_insert(now_ms);
         let catalog = store.watch().borrow().clone();
-        let lease_due = catalog.next_lease_expiry().is_some_and(|t| t <= now_ms)
+        // Expire up to just before the earliest lease still in its grace.
+        let cutoff_ms = catalog
+            .leased
+            .values()
+            .filter(|w| since.saturating_add(w.lease_ms) > now_ms)
+            .map(|w| w.expires_ms.saturating_sub(1))
+            .min()
+            .map_or(now_ms, |t| t.min(now_ms));
+        let lease_due = catalog.leased.values().any(|w| w.expires_ms <= cutoff_ms)
             || catalog
                 .join_tokens
                 .values()
-                .any(|t| catalog::tokens::droppable(t, now_ms));
+                .any(|t| catalog::tokens::droppable(t, cutoff_ms));
         if lease_due {
+            let now_ms = cutoff_ms;
             if let Err(e) = store.write(Command::ExpireLeases { now_ms }).await {
                 tracing::debug!(error = %e, "cannot expire leases now");
             }

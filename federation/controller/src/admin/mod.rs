@@ -359,7 +359,9 @@ async fn join_token(state: &AdminState, body: &Bytes) -> Result<Response<Full<By
             ),
         ));
     }
-    let expires_ms = unix_ms(SystemTime::now() + ttl);
+    // Whole seconds: the token expires exactly at the `expiresAt` we print
+    // (RFC 3339 to the second), never after it.
+    let expires_ms = unix_ms(SystemTime::now() + ttl) / 1000 * 1000;
     let (token, record) = tokens::new_join_token(&b.namespace, &b.service_account, expires_ms)
         .map_err(|e| ApiError::new(500, e.to_string()))?;
     write(state, Command::CreateJoinToken(record)).await?;

@@ -702,15 +702,17 @@ impl Traffic {
         )
     }
 
-    /// Waits (bounded by the patience) until `n` more requests than now
-    /// have completed: a window of traffic measured in requests, not time.
+    /// Waits until `n` more requests than now have completed: a window of
+    /// traffic measured in requests, not time. Bounded by the patience plus
+    /// 250 ms per request (a loaded machine runs curl slowly).
     ///
     /// # Errors
-    /// Fewer within the patience.
+    /// Fewer within the bound.
     pub fn wait_requests(&self, n: u64) -> Result<()> {
         let (o, f) = self.counts();
         let target = o + f + n;
-        eventually(&format!("{n} more requests"), patience(), || {
+        let bound = patience() + Duration::from_millis(250).saturating_mul(n as u32);
+        eventually(&format!("{n} more requests"), bound, || {
             let (o, f) = self.counts();
             ensure!(
                 o + f >= target,

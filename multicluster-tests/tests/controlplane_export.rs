@@ -151,7 +151,7 @@ fn unexport_in_b_withdraws_the_service_from_a_with_503() -> Result<()> {
                 let import = a_admin.get("serviceimports", "default", &service(i));
                 e.context(format!(
                     "{}: the unexport never withdrew it from A's sidecar (A's ServiceImport: {import:?}; \
-                     multicluster-tests/BUGS.md #2: mesh-sidecar keeps the last EDS assignment of a cluster CDS removed)",
+                     was BUGS.md #2: the sidecar must drop a service whose cluster CDS removed)",
                     service(i)
                 ))
             })?;

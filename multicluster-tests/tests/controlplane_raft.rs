@@ -52,12 +52,16 @@ fn three_node_raft_keeps_every_acknowledged_export_through_a_leader_kill_and_a_f
         let mut acked: Vec<String> = Vec::with_capacity(WRITES);
         let mut target = index_of(first_leader)?;
         let mut failover: Option<std::thread::JoinHandle<Result<(u64, Duration)>>> = None;
+        // The leader at the moment of the kill (it may have changed since
+        // the start under load).
+        let mut killed = first_leader;
         let mut write_latencies = Vec::with_capacity(WRITES);
         for i in 0..WRITES {
             if i == KILL_AFTER {
                 let leader = cp.leader()?;
                 let killed_at = Instant::now();
                 cp.node(leader)?.kill9()?;
+                killed = leader;
                 failover = Some(watch_for_new_leader(admins.clone(), leader, killed_at));
                 println!(
                     "killed the leader (node {leader}) after {KILL_AFTER} acknowledged writes"
@@ -91,10 +95,7 @@ fn three_node_raft_keeps_every_acknowledged_export_through_a_leader_kill_and_a_f
                 .map_err(|_| anyhow!("the leader watcher panicked"))??,
             None => bail!("the leader was never killed"),
         };
-        ensure!(
-            new_leader != first_leader,
-            "the new leader is the killed node"
-        );
+        ensure!(new_leader != killed, "the new leader is the killed node");
 
         // Every acknowledged write, exactly once, on every surviving node.
         let survivors: Vec<AdminClient> = cp.running_admins();
@@ -111,11 +112,11 @@ fn three_node_raft_keeps_every_acknowledged_export_through_a_leader_kill_and_a_f
         let before = reference.ok_or_else(|| anyhow!("no survivor answered"))?;
 
         // The killed node comes back and catches up.
-        cp.node(first_leader)?.restart()?;
-        cp.node(first_leader)?.wait_ready()?;
+        cp.node(killed)?.restart()?;
+        cp.node(killed)?.wait_ready()?;
         cp.wait_voters(3)?;
         let catch_up = Instant::now();
-        let back = admins[index_of(first_leader)?].clone();
+        let back = admins[index_of(killed)?].clone();
         multicluster_tests::ready::eventually(
             "the restarted node to catch up",
             patience(),
@@ -166,7 +167,7 @@ fn three_node_raft_keeps_every_acknowledged_export_through_a_leader_kill_and_a_f
             lat[lat.len() - 1].as_secs_f64() * 1e3
         );
         println!(
-            "  leader node {first_leader} killed after write {KILL_AFTER}; node {new_leader} led after {:.0} ms; {retries} failed attempts retried on another node",
+            "  leader node {killed} killed after write {KILL_AFTER} (node {first_leader} led at the start); node {new_leader} led after {:.0} ms; {retries} failed attempts retried on another node",
             to_new_leader.as_secs_f64() * 1e3
         );
         println!(

@@ -74,7 +74,15 @@ fn setup(test: &str, options: ControlPlaneOptions) -> Result<Setup> {
 fn controllers_killed_traffic_continues_and_restarted_controllers_resync_the_proxies() -> Result<()>
 {
     logs_on_error(|| {
-        let mut s = setup("cp-kill", ControlPlaneOptions::default())?;
+        // A short workload lease, and an outage longer than it: the
+        // controllers must not expire, when they come back, the leases the
+        // sidecars could not renew while they were down.
+        let lease = Duration::from_secs(5);
+        let options = ControlPlaneOptions {
+            lease_seconds: Some(lease.as_secs()),
+            ..ControlPlaneOptions::default()
+        };
+        let mut s = setup("cp-kill", options)?;
         let web = format!("http://{}/ok.txt", s.mesh.outbound(A, "frontend", WEB)?);
         let files = format!(
             "http://{}/hello.txt",
@@ -93,7 +101,21 @@ fn controllers_killed_traffic_continues_and_restarted_controllers_resync_the_pro
             s.mesh.control_plane(c)?.nodes[0].kill9()?;
         }
         let killed = Instant::now();
-        traffic.wait_requests(200)?;
+        traffic.wait_requests(100)?;
+        // The outage lasts at least two leases (a chosen duration, not a
+        // readiness wait).
+        eventually(
+            "an outage of two workload leases",
+            3 * lease + patience(),
+            || {
+                ensure!(
+                    killed.elapsed() > 2 * lease,
+                    "{:?} so far",
+                    killed.elapsed()
+                );
+                Ok(())
+            },
+        )?;
         let (during_ok, during_failed) = traffic.counts();
         let outage = killed.elapsed();
 
@@ -124,7 +146,7 @@ fn controllers_killed_traffic_continues_and_restarted_controllers_resync_the_pro
         traffic.wait_requests(100)?;
         let report = traffic.stop()?;
         println!(
-            "controllers of A and B killed for {:.1} s: {during_ok} ok / {during_failed} failed requests by then; after the restart a new export reached A in {:.0} ms; total {} ok, {} failed",
+            "controllers of A and B killed for {:.1} s (workload lease 5 s): {during_ok} ok / {during_failed} failed requests by then; after the restart a new export reached A in {:.0} ms; total {} ok, {} failed",
             outage.as_secs_f64(),
             resync.as_secs_f64() * 1e3,
             report.ok,
@@ -132,10 +154,14 @@ fn controllers_killed_traffic_continues_and_restarted_controllers_resync_the_pro
         );
         ensure!(
             report.failed == 0,
-            "{} failed requests (of {}): {:#?}",
+            "{} failed requests (of {}): {:#?}\n(`unknown service` right after the restart, likely: the restarted \
+             controller expired the workload leases (lease_seconds {}) its sidecars could not renew while it \
+             was down, withdrawing the export until they re-registered; mesh-controller needs a grace period \
+             of one lease after a leader starts before ExpireLeases)",
             report.failed,
             report.ok + report.failed,
-            report.failures
+            report.failures,
+            lease.as_secs()
         );
         s.mesh.assert_all_running()
     })

@@ -4,36 +4,23 @@
 //! Peering service on its own TLS 1.3 + h2 listener (the test's stand-in for
 //! CORE's gRPC listener, inserting `grpc::PeerIdentity`) and the peer loops.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use mesh_api::peering::peering_server::{Peering, PeeringServer};
 use mesh_api::peering::{ExportSet, ExportedPort, ExportedService, LocalityHealth, RedeemRequest};
 use mesh_controller::catalog::{Catalog, Command, Response};
-use mesh_controller::grpc::PeerIdentity;
+use mesh_controller::grpc::{self, PeerIdentity};
 use mesh_controller::peering::{
     self, apply_peering, decode_exports, ExportSource, LocalPeer, PeeringContext, PeeringError,
     PeeringService, PeeringState, PeeringToken,
 };
 use mesh_controller::store::{StateMachine, Store, StoreConfig};
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::Connected;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 use trust_bundle::endpoint::BundleEndpointServer;
 use trust_bundle::source::Clock;
-use trust_bundle::verify::{peer_spiffe_id, Authorizer, SpiffeClientVerifier};
 use trust_bundle::{
     Bundle, BundleStore, CertificateAuthority, SvidRequest, SvidSource, TrustDomain,
 };
@@ -642,135 +629,19 @@ async fn unlink_removes_both_sides() {
 
 // ---------------------------------------------------------------- TLS listener
 
-/// Serves `server` on `listener` with TLS 1.3 + h2, presenting `svid`,
-/// verifying optional client SVIDs against `bundles`, and inserting the
-/// verified ID as `PeerIdentity` (what CORE's gRPC listener does).
+/// Serves `server` through the controller's own gRPC listener
+/// (`grpc::server_config` + `grpc::serve`): TLS 1.3 + h2, optional client
+/// SVIDs verified against `bundles`, `PeerIdentity` on every request.
 async fn serve_peering<S: Peering>(
     listener: TcpListener,
     svid: Arc<SvidSource>,
     bundles: BundleStore,
     server: PeeringServer<S>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let provider = trust_bundle::crypto_provider();
-    let verifier = OptionalClientAuth(SpiffeClientVerifier::new(
-        bundles,
-        Authorizer::Any,
-        provider.clone(),
-    ));
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_client_cert_verifier(Arc::new(verifier))
-        .with_cert_resolver(svid);
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let acceptor = TlsAcceptor::from(Arc::new(config));
-    let (tx, rx) = mpsc::channel::<io::Result<Conn>>(16);
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
-            tokio::spawn(async move {
-                if let Ok(tls) = acceptor.accept(tcp).await {
-                    let id = peer_spiffe_id(tls.get_ref().1.peer_certificates());
-                    let _ = tx
-                        .send(Ok(Conn {
-                            tls,
-                            id: PeerIdentity(id),
-                        }))
-                        .await;
-                }
-            });
-        }
-    });
-    let _ = tonic::transport::Server::builder()
-        .add_service(server)
-        .serve_with_incoming_shutdown(ReceiverStream::new(rx), async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        })
-        .await;
-}
-
-/// An accepted TLS connection and the client's verified SPIFFE ID.
-struct Conn {
-    tls: TlsStream<TcpStream>,
-    id: PeerIdentity,
-}
-
-impl Connected for Conn {
-    type ConnectInfo = PeerIdentity;
-    fn connect_info(&self) -> PeerIdentity {
-        self.id.clone()
-    }
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tls).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tls).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tls).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tls).poll_shutdown(cx)
-    }
-}
-
-/// The SPIFFE client verifier with client certificates optional.
-#[derive(Debug)]
-struct OptionalClientAuth(SpiffeClientVerifier);
-
-impl ClientCertVerifier for OptionalClientAuth {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-    fn client_auth_mandatory(&self) -> bool {
-        false
-    }
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.0.root_hint_subjects()
-    }
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        self.0.verify_client_cert(end_entity, intermediates, now)
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
+    let tls = Arc::new(grpc::server_config(svid, bundles).expect("TLS 1.3 server config"));
+    let router = tonic::transport::Server::builder().add_service(server);
+    grpc::serve(listener, tls, router, shutdown)
+        .await
+        .expect("the gRPC listener");
 }

@@ -241,11 +241,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     use mesh_api::ads_client::Resources;
-    use mesh_api::envoy_types::pb::envoy::config::core::v3::{
-        address, socket_address, Address, Metadata, SocketAddress,
-    };
+    use mesh_api::envoy_types::pb::envoy::config::core::v3::{address, Address, Metadata};
     use mesh_api::envoy_types::pb::envoy::config::endpoint::v3::{
-        lb_endpoint, Endpoint, LbEndpoint, LocalityLbEndpoints,
+        lb_endpoint, LbEndpoint, LocalityLbEndpoints,
     };
     use mesh_api::envoy_types::pb::google::protobuf::{value, ListValue, Struct, Value};
     use mesh_api::xds_decode::string_struct;
@@ -277,30 +275,7 @@ mod tests {
     }
 
     fn lb(addr: &str, id: Option<&str>) -> LbEndpoint {
-        let sa: std::net::SocketAddr = addr.parse().unwrap();
-        LbEndpoint {
-            host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                address: Some(Address {
-                    address: Some(address::Address::SocketAddress(SocketAddress {
-                        address: sa.ip().to_string(),
-                        port_specifier: Some(socket_address::PortSpecifier::PortValue(
-                            sa.port().into(),
-                        )),
-                        ..Default::default()
-                    })),
-                }),
-                ..Default::default()
-            })),
-            metadata: id.map(|id| Metadata {
-                filter_metadata: [(
-                    IDENTITY_METADATA.to_owned(),
-                    string_struct([("spiffe_id", id)]),
-                )]
-                .into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+        mesh_api::fake::lb_endpoint(addr.parse().unwrap(), id)
     }
 
     fn list(items: &[&str]) -> Value {

@@ -11,44 +11,20 @@ use std::time::Duration;
 
 use common::*;
 use mesh_api::envoy_types::pb::envoy::config::cluster::v3::Cluster as XdsCluster;
-use mesh_api::envoy_types::pb::envoy::config::core::v3::{
-    address, socket_address, Address, Locality, Metadata, SocketAddress,
-};
+use mesh_api::envoy_types::pb::envoy::config::core::v3::{Locality, Metadata};
 use mesh_api::envoy_types::pb::envoy::config::endpoint::v3::{
-    lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
+    ClusterLoadAssignment, LbEndpoint, LocalityLbEndpoints,
 };
 use mesh_api::envoy_types::pb::google::protobuf::{value, Any, ListValue, Struct, Value};
 use mesh_api::fake::{FakeControlPlane, FakeState};
-use mesh_api::xds::{self, CLUSTER_METADATA, CLUSTER_TYPE, ENDPOINT_TYPE, IDENTITY_METADATA};
+use mesh_api::xds::{self, CLUSTER_METADATA, CLUSTER_TYPE, ENDPOINT_TYPE};
 use mesh_api::xds_decode::string_struct;
 use prost::Message;
 use trust_bundle::{CertificateAuthority, SpiffeId, TrustDomain};
 use tunnel_proto::OpenerEvent;
 
 fn lb(addr: SocketAddr, identity: Option<&str>) -> LbEndpoint {
-    LbEndpoint {
-        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-            address: Some(Address {
-                address: Some(address::Address::SocketAddress(SocketAddress {
-                    address: addr.ip().to_string(),
-                    port_specifier: Some(socket_address::PortSpecifier::PortValue(
-                        addr.port().into(),
-                    )),
-                    ..Default::default()
-                })),
-            }),
-            ..Default::default()
-        })),
-        metadata: identity.map(|id| Metadata {
-            filter_metadata: [(
-                IDENTITY_METADATA.to_owned(),
-                string_struct([("spiffe_id", id)]),
-            )]
-            .into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    mesh_api::fake::lb_endpoint(addr, identity)
 }
 
 fn cla(name: &str, endpoints: Vec<LbEndpoint>) -> ClusterLoadAssignment {

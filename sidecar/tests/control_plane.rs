@@ -10,16 +10,13 @@ use std::time::Duration;
 
 use common::*;
 use mesh_api::envoy_types::pb::envoy::config::cluster::v3::Cluster;
-use mesh_api::envoy_types::pb::envoy::config::core::v3::{
-    address, socket_address, Address, Locality, Metadata, SocketAddress,
-};
+use mesh_api::envoy_types::pb::envoy::config::core::v3::Locality;
 use mesh_api::envoy_types::pb::envoy::config::endpoint::v3::{
-    lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
+    ClusterLoadAssignment, LocalityLbEndpoints,
 };
 use mesh_api::envoy_types::pb::google::protobuf::Any;
 use mesh_api::fake::{FakeControlPlane, FakeState, FakeTls};
-use mesh_api::xds::{self, CLUSTER_TYPE, ENDPOINT_TYPE, IDENTITY_METADATA};
-use mesh_api::xds_decode::string_struct;
+use mesh_api::xds::{self, CLUSTER_TYPE, ENDPOINT_TYPE};
 use prost::Message;
 use std::time::SystemTime;
 use trust_bundle::{
@@ -27,29 +24,8 @@ use trust_bundle::{
 };
 
 fn cla(endpoint: SocketAddr, spiffe_id: &str) -> Any {
-    let lb = LbEndpoint {
-        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-            address: Some(Address {
-                address: Some(address::Address::SocketAddress(SocketAddress {
-                    address: endpoint.ip().to_string(),
-                    port_specifier: Some(socket_address::PortSpecifier::PortValue(
-                        endpoint.port().into(),
-                    )),
-                    ..Default::default()
-                })),
-            }),
-            ..Default::default()
-        })),
-        metadata: Some(Metadata {
-            filter_metadata: [(
-                IDENTITY_METADATA.to_owned(),
-                string_struct([("spiffe_id", spiffe_id)]),
-            )]
-            .into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let lb = mesh_api::fake::lb_endpoint(endpoint, Some(spiffe_id));
+
     Any {
         type_url: ENDPOINT_TYPE.into(),
         value: ClusterLoadAssignment {

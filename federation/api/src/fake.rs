@@ -565,3 +565,39 @@ impl Identity for FakeIdentity {
         Ok(Response::new(DeregisterResponse {}))
     }
 }
+
+/// A healthy lb endpoint at `addr`, with its SPIFFE ID under
+/// [`crate::xds::IDENTITY_METADATA`] when given: what the controller pushes
+/// for a local endpoint (`docs/xds.md`).
+pub fn lb_endpoint(
+    addr: SocketAddr,
+    spiffe_id: Option<&str>,
+) -> envoy_types::pb::envoy::config::endpoint::v3::LbEndpoint {
+    use envoy_types::pb::envoy::config::core::v3::{
+        address, socket_address, Address, Metadata, SocketAddress,
+    };
+    use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint, Endpoint, LbEndpoint};
+    LbEndpoint {
+        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+            address: Some(Address {
+                address: Some(address::Address::SocketAddress(SocketAddress {
+                    address: addr.ip().to_string(),
+                    port_specifier: Some(socket_address::PortSpecifier::PortValue(
+                        addr.port().into(),
+                    )),
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        })),
+        metadata: spiffe_id.map(|id| Metadata {
+            filter_metadata: [(
+                crate::xds::IDENTITY_METADATA.to_owned(),
+                crate::xds_decode::string_struct([("spiffe_id", id)]),
+            )]
+            .into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

@@ -32,6 +32,35 @@
 //! [`OutlierDetector::poll_timeout`] passes, and asking
 //! [`OutlierDetector::is_ejected`] when building a health snapshot.
 //!
+//! ```
+//! use mesh_failover::{
+//!     assign_priorities, pick_weighted, priority_load, Health, Locality, Target,
+//!     DEFAULT_OVERPROVISIONING_FACTOR, DEFAULT_PANIC_THRESHOLD_PERCENT,
+//! };
+//!
+//! let at = |region: &str, zone: &str, cluster: &str| Locality {
+//!     region: region.into(),
+//!     zone: zone.into(),
+//!     cluster: cluster.into(),
+//! };
+//! let client = at("eu", "eu-1a", "a");
+//! let localities = [at("eu", "eu-1a", "a"), at("us", "us-1a", "b")];
+//! let targets = [Target::Cluster("b".into())];
+//! assert_eq!(assign_priorities(&client, &targets, &localities), [0, 1]);
+//!
+//! // Half of the local hosts are healthy: 70% stays local, 30% fails over.
+//! let levels = [Health { healthy: 2, total: 4 }, Health { healthy: 3, total: 3 }];
+//! let load = priority_load(
+//!     &levels,
+//!     DEFAULT_OVERPROVISIONING_FACTOR,
+//!     DEFAULT_PANIC_THRESHOLD_PERCENT,
+//! );
+//! assert_eq!(load.percent, [70, 30]);
+//! let weights: Vec<u64> = load.percent.iter().map(|&p| u64::from(p)).collect();
+//! assert_eq!(pick_weighted(&weights, 0), Some(0));
+//! assert_eq!(pick_weighted(&weights, u64::MAX), Some(1));
+//! ```
+//!
 //! The numbers follow Envoy's documentation (priority levels,
 //! overprovisioning, locality weighted LB, panic threshold, outlier
 //! detection); the golden tables of those pages are unit tests here.

@@ -102,7 +102,8 @@ impl OutlierStats {
 ///   `mean − stdev × factor / 1000` (population stdev) are ejected, worst
 ///   first; request counts restart every interval;
 /// - the n-th ejection in a row lasts `min(n × base, max)`; n decreases by
-///   one every interval the host spends not ejected;
+///   one at every interval pass once the host has been back for a whole
+///   interval;
 /// - an ejection is refused when it would put more than
 ///   `max_ejection_percent` of the known hosts out, unless none is out;
 /// - an ejected host comes back when its time is up; outcomes reported
@@ -133,6 +134,8 @@ struct HostState {
     successes: u64,
     /// Set while ejected (possibly in the past until the next pass clears it).
     ejected_until: Option<Instant>,
+    /// When the last ejection ended.
+    unejected_at: Option<Instant>,
     /// Ejections in a row: the ejection time multiplier.
     ejections: u32,
 }
@@ -140,6 +143,14 @@ struct HostState {
 impl HostState {
     fn is_ejected(&self, now: Instant) -> bool {
         self.ejected_until.is_some_and(|until| until > now)
+    }
+
+    /// Ends an ejection whose time is up at `now`.
+    fn uneject_if_due(&mut self, now: Instant) {
+        if let Some(until) = self.ejected_until.filter(|&until| until <= now) {
+            self.ejected_until = None;
+            self.unejected_at = Some(until);
+        }
     }
 }
 
@@ -179,7 +190,7 @@ impl<K: Eq + Hash + Clone> OutlierDetector<K> {
         if state.is_ejected(now) {
             return;
         }
-        state.ejected_until = None;
+        state.uneject_if_due(now);
         state.requests += 1;
         match outcome {
             Outcome::Success => {
@@ -215,9 +226,7 @@ impl<K: Eq + Hash + Clone> OutlierDetector<K> {
     /// interval.
     pub fn handle_interval(&mut self, now: Instant) {
         for state in self.hosts.values_mut() {
-            if state.ejected_until.is_some_and(|until| until <= now) {
-                state.ejected_until = None;
-            }
+            state.uneject_if_due(now);
         }
         if self.config.interval.is_zero() {
             return;
@@ -226,8 +235,12 @@ impl<K: Eq + Hash + Clone> OutlierDetector<K> {
             return;
         }
         self.success_rate_pass(now);
+        let interval = self.config.interval;
         for state in self.hosts.values_mut() {
-            if !state.is_ejected(now) {
+            // Envoy: the multiplier decreases once per interval after the
+            // host has been back for a whole interval.
+            let back_long_enough = state.unejected_at.is_some_and(|at| at + interval <= now);
+            if !state.is_ejected(now) && back_long_enough {
                 state.ejections = state.ejections.saturating_sub(1);
             }
             state.requests = 0;

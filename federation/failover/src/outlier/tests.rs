@@ -141,14 +141,25 @@ fn ejection_multiplier_decays_one_step_per_healthy_interval() {
     report(&mut d, 0, Outcome::Http5xx, 5, t0); // 1st: 30 s
     report(&mut d, 0, Outcome::Http5xx, 5, t0 + secs(30)); // 2nd: 60 s
     assert_eq!(d.ejected_until(&0, t0 + secs(30)), Some(t0 + secs(90)));
-    // Back at 90 s; two intervals not ejected bring the multiplier to 0.
+    // Back at 90 s. The pass at 90 s does not count (not back for a whole
+    // interval yet); at 100 s the multiplier drops to 1.
     d.handle_interval(t0 + secs(90));
     d.handle_interval(t0 + secs(100));
     report(&mut d, 0, Outcome::Http5xx, 5, t0 + secs(101));
     assert_eq!(
         d.ejected_until(&0, t0 + secs(101)),
-        Some(t0 + secs(131)),
-        "a fresh first ejection"
+        Some(t0 + secs(161)),
+        "second ejection in a row again: 60 s"
+    );
+    // Back at 161 s; passes at 171 s and 181 s bring it from 2 to 0.
+    d.handle_interval(t0 + secs(161));
+    d.handle_interval(t0 + secs(171));
+    d.handle_interval(t0 + secs(181));
+    report(&mut d, 0, Outcome::Http5xx, 5, t0 + secs(182));
+    assert_eq!(
+        d.ejected_until(&0, t0 + secs(182)),
+        Some(t0 + secs(212)),
+        "a fresh first ejection: 30 s"
     );
 }
 

@@ -26,6 +26,7 @@ use crate::config::ServiceKey;
 use crate::config::{Outbound, Protocol};
 use crate::drain::draining;
 use crate::errors::{error_chain, error_response, ProxyError};
+use crate::health::Outcome;
 use crate::http_util::{strip_hop_by_hop, to_h2_request, Body};
 use crate::io::{sniff_http, PrefixedIo, Sniffed};
 use crate::metrics::{Direction, RequestRecorder};
@@ -228,17 +229,30 @@ async fn forward(
         .map_err(|_| ProxyError::Unsupported("invalid host"))?;
     let mut last = None;
     for candidate in &plan.candidates {
+        let report = |o| shared.health.report(&target, candidate, o, Instant::now());
+        let report_error = |e: &ProxyError| {
+            if let Some(o) = Outcome::of_error(candidate, e) {
+                report(o);
+            }
+        };
         match shared.upstreams.sender(shared, snapshot, candidate).await {
             Ok(sender) => {
-                let mut resp = send(shared, snapshot, candidate, sender, req).await?;
+                let mut resp = send(shared, snapshot, candidate, sender, req)
+                    .await
+                    .inspect_err(report_error)?;
+                report(Outcome::Status(resp.status().as_u16()));
                 strip_hop_by_hop(resp.headers_mut());
                 return Ok(resp.map(|b| b.boxed()));
             }
             Err(e) if e.try_next_candidate() => {
+                report_error(&e);
                 tracing::debug!(%candidate, error = %error_chain(&e), "candidate failed; trying the next");
                 last = Some(e);
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                report_error(&e);
+                return Err(e);
+            }
         }
     }
     Err(

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 
 use crate::config::Protocol;
 use crate::errors::error_chain;
+use crate::health::Outcome;
 use crate::metrics::{Direction, ServiceLabels};
 use crate::plan::{plan, Target};
 use crate::runtime::{Shared, Snapshot};
@@ -57,7 +58,16 @@ pub async fn serve(
     };
     let mut upstream = None;
     for candidate in &plan.candidates {
-        match super::connect::connect_tls(&shared, &snapshot, candidate, Protocol::Tcp).await {
+        let result =
+            super::connect::connect_tls(&shared, &snapshot, candidate, Protocol::Tcp).await;
+        let outcome = match &result {
+            Ok(_) => Some(Outcome::Success),
+            Err(e) => Outcome::of_error(candidate, e),
+        };
+        if let Some(o) = outcome {
+            shared.health.report(&target, candidate, o, Instant::now());
+        }
+        match result {
             Ok(s) => {
                 upstream = Some(s);
                 break;

@@ -257,3 +257,22 @@ fn sync_forgets_removed_services_and_hosts() {
     s.report(&target(), &direct(1002), Outcome::ConnectFailed, now);
     assert!(s.poll_timeout().is_none());
 }
+
+#[test]
+fn the_connect_path_hooks_mark_and_clear_an_endpoint_in_every_service() {
+    let c = config();
+    let (s, family) = state(&c);
+    let svc = &c.services[0];
+    let now = Instant::now();
+    let a = SocketAddr::from(([127, 0, 0, 1], 1001));
+    s.mark_failed(a, now);
+    assert!(!s.at(now).endpoint_up(svc, a));
+    assert_eq!(ejections(&family), 1);
+    s.mark_failed(a, now);
+    assert_eq!(ejections(&family), 1, "already down: not a new ejection");
+    s.mark_ok(a);
+    assert!(s.at(now).endpoint_up(svc, a));
+    // An address no service lists is ignored.
+    s.mark_failed(SocketAddr::from(([127, 0, 0, 1], 9)), now);
+    assert!(s.poll_timeout().is_none());
+}

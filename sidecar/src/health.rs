@@ -341,6 +341,25 @@ impl HealthState {
 }
 
 impl Outcome {
+    /// The outcome of an attempt that got the response head `resp`: its
+    /// status, except that a 502 with `x-isthmus-error: app unavailable`
+    /// (the peer sidecar could not connect to its app: nothing reached the
+    /// app) counts as [`Outcome::ConnectFailed`] of that host, so a host
+    /// whose app died goes down at once like one whose sidecar died.
+    pub fn of_response<B>(resp: &http::Response<B>) -> Outcome {
+        let status = resp.status().as_u16();
+        let app_down = status == 502
+            && resp
+                .headers()
+                .get(crate::errors::ERROR_HEADER)
+                .is_some_and(|v| v.as_bytes() == b"app unavailable");
+        if app_down {
+            Outcome::ConnectFailed
+        } else {
+            Outcome::Status(status)
+        }
+    }
+
     /// The outcome of an attempt on `candidate` that failed with `e` before
     /// a response head; `None` for errors that say nothing about the host
     /// (no plan, unsupported request, the overall request deadline).

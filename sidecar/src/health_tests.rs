@@ -242,6 +242,27 @@ fn errors_map_onto_outcomes() {
 }
 
 #[test]
+fn a_peer_sidecar_without_its_app_counts_as_a_connect_failure() {
+    let resp = |status: u16, reason: Option<&str>| {
+        let mut b = http::Response::builder().status(status);
+        if let Some(r) = reason {
+            b = b.header(crate::errors::ERROR_HEADER, r);
+        }
+        b.body(()).unwrap()
+    };
+    assert_eq!(
+        Outcome::of_response(&resp(502, Some("app unavailable"))),
+        Outcome::ConnectFailed
+    );
+    assert_eq!(
+        Outcome::of_response(&resp(502, Some("app protocol error"))),
+        Outcome::Status(502)
+    );
+    assert_eq!(Outcome::of_response(&resp(502, None)), Outcome::Status(502));
+    assert_eq!(Outcome::of_response(&resp(200, None)), Outcome::Status(200));
+}
+
+#[test]
 fn sync_forgets_removed_services_and_hosts() {
     let mut c = config();
     let (s, _) = state(&c);

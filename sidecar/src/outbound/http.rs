@@ -240,7 +240,7 @@ async fn forward(
                 let mut resp = send(shared, snapshot, candidate, sender, req)
                     .await
                     .inspect_err(report_error)?;
-                report(Outcome::Status(resp.status().as_u16()));
+                report(Outcome::of_response(&resp));
                 strip_hop_by_hop(resp.headers_mut());
                 return Ok(resp.map(|b| b.boxed()));
             }

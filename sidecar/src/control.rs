@@ -124,10 +124,18 @@ fn node(config: &Config) -> Node {
             kind: Some(value::Kind::StringValue("sidecar".to_owned())),
         },
     );
+    // The controller computes EDS priorities per client locality (issue 6,
+    // contract C): region and zone from `locality`, sub_zone = our cluster.
+    let own = config.locality.clone().unwrap_or_default();
     Node {
         id: format!("sidecar~{}~{}", config.admin.ip(), config.spiffe_id),
         cluster: config.cluster.clone(),
         metadata: Some(metadata),
+        locality: Some(XdsLocality {
+            region: own.region.unwrap_or_default(),
+            zone: own.zone.unwrap_or_default(),
+            sub_zone: config.cluster.clone(),
+        }),
         ..Default::default()
     }
 }
@@ -644,6 +652,21 @@ mod tests {
         assert_eq!(
             (eps[0].priority, eps[0].weight, eps[0].healthy),
             (0, 1, true)
+        );
+    }
+
+    #[test]
+    fn the_node_carries_our_locality_for_per_client_priorities() {
+        let yaml = "cluster: cluster-a\nidentity:\n  spiffe_id: spiffe://cluster-a.mesh/ns/default/sa/f\n  bundles: b.json\nadmin: 127.0.0.1:15000\nlocality: { region: eu, zone: eu-1a }\ncontrol_plane: { address: \"127.0.0.1:1\", join_token_file: t }\n";
+        let c = Config::from_yaml(yaml, std::path::Path::new(".")).unwrap();
+        let n = node(&c);
+        assert_eq!(
+            n.locality,
+            Some(XdsLocality {
+                region: "eu".into(),
+                zone: "eu-1a".into(),
+                sub_zone: "cluster-a".into(),
+            })
         );
     }
 

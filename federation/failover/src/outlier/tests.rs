@@ -357,6 +357,19 @@ fn unknown_hosts_are_added_on_their_first_outcome() {
     assert!(d.is_ejected(&"a", t0));
 }
 
+#[test]
+fn set_config_keeps_counters_and_applies_new_thresholds() {
+    let (mut d, t0) = detector(10, OutlierConfig::default());
+    report(&mut d, 0, Outcome::Http5xx, 3, t0);
+    d.set_config(OutlierConfig {
+        consecutive_5xx: 4,
+        ..OutlierConfig::default()
+    });
+    assert_eq!(d.config().consecutive_5xx, 4);
+    d.handle_outcome(&0, Outcome::Http5xx, t0);
+    assert!(d.is_ejected(&0, t0), "3 kept + 1 reaches the new threshold");
+}
+
 fn arb_outcome() -> impl Strategy<Value = Outcome> {
     prop_oneof![
         Just(Outcome::Success),

@@ -170,6 +170,13 @@ impl<K: Eq + Hash + Clone> OutlierDetector<K> {
         &self.config
     }
 
+    /// Replaces the settings (a policy changed), keeping every host's
+    /// counters and ejections; new thresholds apply from the next outcome,
+    /// a new interval from the next pass.
+    pub fn set_config(&mut self, config: OutlierConfig) {
+        self.config = config;
+    }
+
     /// Sets the known hosts: keeps the state of hosts still listed, adds new
     /// ones, forgets removed ones (and their ejections).
     pub fn set_hosts(&mut self, hosts: impl IntoIterator<Item = K>) {
@@ -186,7 +193,12 @@ impl<K: Eq + Hash + Clone> OutlierDetector<K> {
             self.next_interval = Some(now + self.config.interval);
         }
         let config = self.config;
-        let state = self.hosts.entry(host.clone()).or_default();
+        if !self.hosts.contains_key(host) {
+            self.hosts.insert(host.clone(), HostState::default());
+        }
+        let Some(state) = self.hosts.get_mut(host) else {
+            return; // inserted just above
+        };
         if state.is_ejected(now) {
             return;
         }

@@ -320,6 +320,19 @@ mod tests {
         }
 
         #[test]
+        fn more_health_in_any_level_never_lowers_its_load(
+            levels in arb_levels(), pick in any::<prop::sample::Index>(), factor in 100u32..1000,
+        ) {
+            prop_assume!(!levels.is_empty());
+            let i = pick.index(levels.len());
+            let before = priority_load(&levels, factor, 0).percent[i];
+            let mut better = levels.clone();
+            better[i].healthy = (better[i].healthy + 1).min(better[i].total);
+            let after = priority_load(&better, factor, 0).percent[i];
+            prop_assert!(after >= before, "level {}: {:?}: {} → {}", i, levels, before, after);
+        }
+
+        #[test]
         fn fully_healthy_p0_takes_everything(
             levels in arb_levels(), total in 1u32..50, factor in 100u32..1000,
         ) {

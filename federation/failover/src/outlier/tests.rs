@@ -1,6 +1,7 @@
 //! Deterministic tests of [`OutlierDetector`] on virtual instants.
 
 use super::*;
+use proptest::prelude::*;
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -354,4 +355,73 @@ fn unknown_hosts_are_added_on_their_first_outcome() {
         d.handle_outcome(&"a", Outcome::GatewayError, t0);
     }
     assert!(d.is_ejected(&"a", t0));
+}
+
+#[test]
+fn set_config_keeps_counters_and_applies_new_thresholds() {
+    let (mut d, t0) = detector(10, OutlierConfig::default());
+    report(&mut d, 0, Outcome::Http5xx, 3, t0);
+    d.set_config(OutlierConfig {
+        consecutive_5xx: 4,
+        ..OutlierConfig::default()
+    });
+    assert_eq!(d.config().consecutive_5xx, 4);
+    d.handle_outcome(&0, Outcome::Http5xx, t0);
+    assert!(d.is_ejected(&0, t0), "3 kept + 1 reaches the new threshold");
+}
+
+fn arb_outcome() -> impl Strategy<Value = Outcome> {
+    prop_oneof![
+        Just(Outcome::Success),
+        Just(Outcome::Http5xx),
+        Just(Outcome::GatewayError),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn ejections_never_exceed_the_cap_but_allow_one(
+        hosts in 1u32..30,
+        percent in 0u32..=100,
+        events in prop::collection::vec((0u32..30, arb_outcome(), 0u64..3), 0..400),
+    ) {
+        let config = OutlierConfig {
+            max_ejection_percent: percent,
+            success_rate_request_volume: 5,
+            success_rate_minimum_hosts: 2,
+            ..OutlierConfig::default()
+        };
+        let (mut d, t0) = detector(hosts, config);
+        let cap = ((u64::from(percent) * u64::from(hosts)) / 100).max(1);
+        let mut now = t0;
+        for (host, outcome, step) in events {
+            now += secs(step);
+            d.handle_outcome(&(host % hosts), outcome, now);
+            if d.poll_timeout().is_some_and(|t| t <= now) {
+                d.handle_interval(now);
+            }
+            let out = d.ejected(now).len() as u64;
+            prop_assert!(out <= cap, "{} ejected, cap {}", out, cap);
+        }
+    }
+
+    #[test]
+    fn poll_timeout_is_never_before_the_last_handled_instant(
+        events in prop::collection::vec((0u32..10, arb_outcome(), 0u64..40), 1..200),
+    ) {
+        let (mut d, t0) = detector(10, OutlierConfig::default());
+        let mut now = t0;
+        for (host, outcome, step) in events {
+            now += secs(step);
+            // Drive like a real driver: catch up on every due timeout first.
+            let mut rounds = 0;
+            while let Some(due) = d.poll_timeout().filter(|&due| due <= now) {
+                d.handle_interval(due);
+                rounds += 1;
+                prop_assert!(rounds < 100, "poll_timeout does not advance");
+            }
+            d.handle_outcome(&host, outcome, now);
+            prop_assert!(d.poll_timeout().is_some_and(|t| t > now));
+        }
+    }
 }

@@ -7,11 +7,9 @@
 //! - inbound listeners that terminate the inner mTLS with the workload SVID,
 //!   authorize the caller's SPIFFE ID and forward to the app on localhost
 //!   ([`inbound`]);
-//! - routing: a pure [`plan::plan`] from a config snapshot and a health
-//!   view to ordered candidates (priority load, locality share, round
-//!   robin: [`lb`]; remote clusters through the local east-west gateway),
-//!   naming next-hop and final identities apart; passive health per host
-//!   ([`health`]: outlier detection, failfast and remote marks);
+//! - routing: a pure [`plan::plan`] from a config snapshot to ordered
+//!   candidates (local endpoints first, then remote clusters through the
+//!   local east-west gateway), naming next-hop and final identities apart;
 //! - the tunnel client toward the local gateway ([`tunnel`]);
 //! - the admin listener ([`admin`]), metrics ([`metrics`]), config
 //!   ([`config`]), reload and drain ([`runtime`]).

@@ -461,6 +461,9 @@ fn host_of(candidate: &Candidate) -> HostKey {
 /// How often the runtime's timer wakes at the latest, to keep marks and
 /// gauges fresh even when no detector asks for an earlier wake-up.
 pub const MAX_TICK: Duration = Duration::from_secs(1);
+/// How soon the runtime's timer wakes at the earliest (no busy loop should
+/// a deadline stay in the past).
+pub const MIN_TICK: Duration = Duration::from_millis(10);
 
 #[cfg(test)]
 #[path = "health_tests.rs"]

@@ -4,8 +4,10 @@
 /// Where a workload or endpoint group sits.
 ///
 /// In xDS terms `region`, `zone` and `sub_zone` (= `cluster`) of
-/// `envoy.config.core.v3.Locality`. Empty strings are ordinary values: two
-/// empty zones are the same zone.
+/// `envoy.config.core.v3.Locality`. Empty zones are ordinary values (two
+/// empty zones of one cluster are the same zone); an empty region is
+/// unknown and matches no other cluster's region, so a FailoverPolicy's
+/// targets order the peers when no regions are configured.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Locality {
     /// Region, e.g. `eu-west`.
@@ -31,7 +33,8 @@ pub enum Target {
 /// Ranks, best first:
 /// 1. same cluster and same zone as the client;
 /// 2. same cluster;
-/// 3. another cluster in the same region;
+/// 3. another cluster in the same region (only when the client's region is
+///    known, i.e. not empty);
 /// 4. each policy target in order (a [`Target::Cluster`] matches
 ///    `locality.cluster`, a [`Target::Region`] `locality.region`; the first
 ///    matching target counts);
@@ -76,7 +79,7 @@ fn rank(client: &Locality, targets: &[Target], locality: &Locality) -> usize {
         } else {
             SAME_CLUSTER
         }
-    } else if locality.region == client.region {
+    } else if !client.region.is_empty() && locality.region == client.region {
         SAME_REGION
     } else {
         let matched = targets.iter().position(|target| match target {
@@ -164,6 +167,16 @@ mod tests {
         let localities = [loc("eu", "eu-1b", "d"), loc("us", "x", "b")];
         let targets = [Target::Cluster("b".into()), Target::Region("eu".into())];
         assert_eq!(assign_priorities(&client(), &targets, &localities), [0, 1]);
+    }
+
+    #[test]
+    fn an_unknown_region_matches_no_peer_so_targets_order_the_peers() {
+        // No regions configured anywhere: the peers are not "same region";
+        // the policy's targets decide (c before b).
+        let client = loc("", "", "a");
+        let localities = [loc("", "", "a"), loc("", "", "b"), loc("", "", "c")];
+        let targets = [Target::Cluster("c".into()), Target::Cluster("b".into())];
+        assert_eq!(assign_priorities(&client, &targets, &localities), [0, 2, 1]);
     }
 
     #[test]

@@ -127,8 +127,16 @@ pub async fn serve(
             }
             Err(e) => tracing::debug!(%service, %peer, error = %e, "tcp connection failed"),
         },
-        () = activity.idle(policy.timeouts.idle) => {
+        () = idle(&activity, policy.timeouts.idle) => {
             tracing::debug!(%service, %peer, "tcp connection idle; closing");
         }
+    }
+}
+
+/// Resolves once `activity` was quiet for `limit`; never without a limit.
+async fn idle(activity: &super::idle::Activity, limit: Option<std::time::Duration>) {
+    match limit {
+        Some(l) => activity.idle(l).await,
+        None => std::future::pending().await,
     }
 }

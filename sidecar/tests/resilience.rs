@@ -32,6 +32,9 @@ enum Act {
     ProxyReject,
     /// 503 from the application (no `x-isthmus-error`).
     App503,
+    /// 502 `app unavailable`, as a peer sidecar answers when its app is
+    /// down.
+    AppUnavailable,
     /// Never answers.
     Hang,
 }
@@ -85,6 +88,11 @@ async fn peer(pki: &Pki, script: fn(usize) -> Act) -> Peer {
                             Act::ProxyReject => Ok(Response::builder()
                                 .status(503)
                                 .header("x-isthmus-error", "no healthy endpoint")
+                                .body(Full::new(Bytes::new()))
+                                .unwrap()),
+                            Act::AppUnavailable => Ok(Response::builder()
+                                .status(502)
+                                .header("x-isthmus-error", "app unavailable")
                                 .body(Full::new(Bytes::new()))
                                 .unwrap()),
                             Act::App503 => Ok(Response::builder()
@@ -219,6 +227,14 @@ async fn a_proxy_503_is_retried_and_an_app_503_or_a_post_is_not() {
     let (status, h) = request(f.out, "GET", b"").await;
     assert_eq!((status, attempts(&h)), (503, Some("3")));
     assert_eq!(p.requests.load(Ordering::SeqCst), 4);
+
+    // A backend that died behind a live sidecar: the next endpoint serves.
+    let dead = peer(&pki, |_| Act::AppUnavailable).await;
+    let live = peer(&pki, |_| Act::Ok).await;
+    let f = front(&pki, &[dead.addr, live.addr], "{}").await;
+    let (status, h) = request(f.out, "GET", b"").await;
+    assert_eq!((status, attempts(&h)), (200, Some("2")));
+    assert_eq!(live.requests.load(Ordering::SeqCst), 1);
 
     let p = peer(&pki, |_| Act::App503).await;
     let f = front(&pki, &[p.addr], "{}").await;

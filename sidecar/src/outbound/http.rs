@@ -296,7 +296,7 @@ async fn forward(
         let req = rebuild(&parts, b);
         let (failure, outcome) =
             match attempt(shared, snapshot, candidate, policy, state, req).await {
-                Attempt::Response(resp) if is_proxy_503(&resp) => {
+                Attempt::Response(resp) if is_proxy_reject(&resp) => {
                     report(shared, candidate, Reported::GatewayError);
                     (Failure::Reject503, Ok(resp))
                 }
@@ -507,12 +507,23 @@ fn rebuild(parts: &http::request::Parts, body: Body) -> Request<Body> {
     req
 }
 
-/// A 503 the peer proxy generated (it names why in `x-isthmus-error`),
-/// as opposed to one from the application.
-fn is_proxy_503(resp: &Response<Body>) -> bool {
-    resp.status() == http::StatusCode::SERVICE_UNAVAILABLE
-        && resp.headers().contains_key(ERROR_HEADER)
+/// A reject the peer proxy generated, as opposed to an answer of the
+/// application: a 503 naming why in `x-isthmus-error`, or the destination
+/// sidecar's 502 `app unavailable` (its connect to the app failed, so
+/// nothing reached the app; a backend that died behind a live sidecar
+/// answers this way).
+fn is_proxy_reject(resp: &Response<Body>) -> bool {
+    let reason = resp.headers().get(ERROR_HEADER);
+    match resp.status() {
+        http::StatusCode::SERVICE_UNAVAILABLE => reason.is_some(),
+        http::StatusCode::BAD_GATEWAY => reason.is_some_and(|r| r == APP_UNAVAILABLE),
+        _ => false,
+    }
 }
+
+/// The destination sidecar's `x-isthmus-error` when its app refused the
+/// connection (`inbound::http`).
+const APP_UNAVAILABLE: &str = "app unavailable";
 
 /// An attempt's outcome, for passive health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -336,3 +336,42 @@ async fn an_exhausted_budget_stops_retries() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn an_idle_tcp_connection_is_closed_after_idle_ms() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new();
+    let echo = start_tcp_echo().await;
+    let [back_admin, front_admin, in_tcp, out_tcp] = std::array::from_fn(|_| free_addr());
+    let back_yaml = format!(
+        "cluster: cluster-a\n{identity}admin: {back_admin}\ninbound:\n\
+  - {{ listen: \"{in_tcp}\", protocol: tcp, app: \"{echo}\", allow: [\"{front}\"] }}\n",
+        identity = pki.identity_yaml("backend"),
+        front = id("frontend"),
+    );
+    let front_yaml = format!(
+        "cluster: cluster-a\n{identity}admin: {front_admin}\noutbound:\n\
+  - {{ listen: \"{out_tcp}\", service: default/echo, port: 9000, protocol: tcp }}\n\
+services:\n\
+  - {{ service: default/echo, port: 9000, endpoints: [{{ address: \"{in_tcp}\", spiffe_id: \"{back}\" }}], resilience: {{ timeouts: {{ idle_ms: 300 }} }} }}\n",
+        identity = pki.identity_yaml("frontend"),
+        back = id("backend"),
+    );
+    let (_back, _) = start_sidecar(&pki, "back", &back_yaml).await;
+    let (_front, _) = start_sidecar(&pki, "front", &front_yaml).await;
+    let mut s = tokio::net::TcpStream::connect(out_tcp).await.unwrap();
+    s.write_all(b"hi").await.unwrap();
+    let mut two = [0u8; 2];
+    s.read_exact(&mut two).await.unwrap();
+    assert_eq!(&two, b"hi");
+    let quiet = Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    let took = quiet.elapsed();
+    assert!(read.is_ok(), "still open after 5 s");
+    assert!(took >= Duration::from_millis(250), "{took:?}");
+    assert!(
+        rest.is_empty(),
+        "closed without the app's goodbye: {rest:?}"
+    );
+}

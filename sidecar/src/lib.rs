@@ -38,6 +38,7 @@ pub mod health;
 pub mod http_util;
 pub mod inbound;
 pub mod io;
+pub mod lb;
 pub mod metrics;
 pub mod outbound;
 pub mod plan;

@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 
 use crate::config::Protocol;
 use crate::errors::error_chain;
+use crate::health::Outcome;
 use crate::metrics::{Direction, ServiceLabels};
 use crate::plan::{plan, Target};
 use crate::runtime::{Shared, Snapshot};
@@ -84,15 +85,22 @@ pub async fn serve(
                 .resilience
                 .count_retry(&state, crate::resilience::RetryReason::ConnectFailure);
         }
-        match super::connect::connect_tls(
+        let result = super::connect::connect_tls(
             &shared,
             &snapshot,
             candidate,
             Protocol::Tcp,
             policy.timeouts.connect,
         )
-        .await
-        {
+        .await;
+        let outcome = match &result {
+            Ok(_) => Some(Outcome::Success),
+            Err(e) => Outcome::of_error(candidate, e),
+        };
+        if let Some(o) = outcome {
+            shared.health.report(&target, candidate, o, Instant::now());
+        }
+        match result {
             Ok(s) => {
                 upstream = Some(s);
                 break;

@@ -44,9 +44,16 @@ enum Act {
 struct Peer {
     addr: SocketAddr,
     requests: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
 }
 
 async fn peer(pki: &Pki, script: fn(usize) -> Act) -> Peer {
+    peer_by_connection(pki, script, |_| false).await
+}
+
+/// As [`peer`], but every request on a connection for which `stuck`
+/// (0-based connection number) is true hangs.
+async fn peer_by_connection(pki: &Pki, script: fn(usize) -> Act, stuck: fn(usize) -> bool) -> Peer {
     let id = SpiffeId::parse(&id("backend")).unwrap();
     let svid = pki
         .ca_a
@@ -67,6 +74,8 @@ async fn peer(pki: &Pki, script: fn(usize) -> Act) -> Peer {
     let addr = listener.local_addr().unwrap();
     let requests = Arc::new(AtomicUsize::new(0));
     let counter = requests.clone();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let conns = connections.clone();
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
@@ -74,6 +83,7 @@ async fn peer(pki: &Pki, script: fn(usize) -> Act) -> Peer {
             };
             let acceptor = acceptor.clone();
             let counter = counter.clone();
+            let conn_no = conns.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
@@ -82,7 +92,8 @@ async fn peer(pki: &Pki, script: fn(usize) -> Act) -> Peer {
                     let n = counter.fetch_add(1, Ordering::SeqCst);
                     async move {
                         let _ = req.into_body().collect().await;
-                        match script(n) {
+                        let act = if stuck(conn_no) { Act::Hang } else { script(n) };
+                        match act {
                             Act::Ok => Ok(Response::new(Full::new(Bytes::from_static(b"ok")))),
                             Act::Reset => Err(std::io::Error::other("reset by the fake")),
                             Act::ProxyReject => Ok(Response::builder()
@@ -112,7 +123,11 @@ async fn peer(pki: &Pki, script: fn(usize) -> Act) -> Peer {
             });
         }
     });
-    Peer { addr, requests }
+    Peer {
+        addr,
+        requests,
+        connections,
+    }
 }
 
 struct Front {
@@ -374,4 +389,71 @@ services:\n\
         rest.is_empty(),
         "closed without the app's goodbye: {rest:?}"
     );
+}
+
+#[tokio::test]
+async fn a_per_try_timeout_evicts_the_connection_so_the_retry_opens_a_fresh_one() {
+    let pki = Pki::new();
+    // Everything on the first connection hangs (a dead path behind a live
+    // socket); later connections answer.
+    let p = peer_by_connection(&pki, |_| Act::Ok, |conn| conn == 0).await;
+    let f = front(&pki, &[p.addr], "{ retries: { per_try_timeout_ms: 300 } }").await;
+    let (status, h) = request(f.out, "GET", b"").await;
+    assert_eq!((status, attempts(&h)), (200, Some("2")));
+    assert_eq!(
+        p.connections.load(Ordering::SeqCst),
+        2,
+        "the retry used a new connection"
+    );
+    // And the next request uses the fresh connection, not the stuck one.
+    let (status, h) = request(f.out, "GET", b"").await;
+    assert_eq!((status, attempts(&h)), (200, None));
+    assert_eq!(p.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn over_max_connections_a_tcp_connection_is_closed_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new();
+    let echo = start_tcp_echo().await;
+    let [back_admin, front_admin, in_tcp, out_tcp] = std::array::from_fn(|_| free_addr());
+    let back_yaml = format!(
+        "cluster: cluster-a\n{identity}admin: {back_admin}\ninbound:\n\
+  - {{ listen: \"{in_tcp}\", protocol: tcp, app: \"{echo}\", allow: [\"{front}\"] }}\n",
+        identity = pki.identity_yaml("backend"),
+        front = id("frontend"),
+    );
+    let front_yaml = format!(
+        "cluster: cluster-a\n{identity}admin: {front_admin}\noutbound:\n\
+  - {{ listen: \"{out_tcp}\", service: default/echo, port: 9000, protocol: tcp }}\n\
+services:\n\
+  - {{ service: default/echo, port: 9000, endpoints: [{{ address: \"{in_tcp}\", spiffe_id: \"{back}\" }}], resilience: {{ circuit_breaker: {{ max_connections: 1 }} }} }}\n",
+        identity = pki.identity_yaml("frontend"),
+        back = id("backend"),
+    );
+    let (_back, _) = start_sidecar(&pki, "back", &back_yaml).await;
+    let (_front, _) = start_sidecar(&pki, "front", &front_yaml).await;
+    let mut first = tokio::net::TcpStream::connect(out_tcp).await.unwrap();
+    first.write_all(b"hi").await.unwrap();
+    let mut two = [0u8; 2];
+    first.read_exact(&mut two).await.unwrap();
+    let mut second = tokio::net::TcpStream::connect(out_tcp).await.unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), second.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "closed at once: {read:?}"
+    );
+    let m = metrics(front_admin).await;
+    assert_eq!(
+        metric_value(
+            &m,
+            "isthmus_circuit_open_total{service=\"default/echo\",limit=\"max_connections\"}"
+        ),
+        1.0
+    );
+    // The first connection still works.
+    first.write_all(b"yo").await.unwrap();
+    first.read_exact(&mut two).await.unwrap();
+    assert_eq!(&two, b"yo");
 }

@@ -45,6 +45,7 @@ struct Peer {
     addr: SocketAddr,
     requests: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
 }
 
 async fn peer(pki: &Pki, script: fn(usize) -> Act) -> Peer {
@@ -76,6 +77,8 @@ async fn peer_by_connection(pki: &Pki, script: fn(usize) -> Act, stuck: fn(usize
     let counter = requests.clone();
     let connections = Arc::new(AtomicUsize::new(0));
     let conns = connections.clone();
+    let closed = Arc::new(AtomicUsize::new(0));
+    let ends = closed.clone();
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
@@ -84,6 +87,7 @@ async fn peer_by_connection(pki: &Pki, script: fn(usize) -> Act, stuck: fn(usize
             let acceptor = acceptor.clone();
             let counter = counter.clone();
             let conn_no = conns.fetch_add(1, Ordering::SeqCst);
+            let ends = ends.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
@@ -120,6 +124,7 @@ async fn peer_by_connection(pki: &Pki, script: fn(usize) -> Act, stuck: fn(usize
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tls), svc)
                     .await;
+                ends.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
@@ -127,6 +132,7 @@ async fn peer_by_connection(pki: &Pki, script: fn(usize) -> Act, stuck: fn(usize
         addr,
         requests,
         connections,
+        closed,
     }
 }
 
@@ -456,4 +462,29 @@ services:\n\
     first.write_all(b"yo").await.unwrap();
     first.read_exact(&mut two).await.unwrap();
     assert_eq!(&two, b"yo");
+}
+
+#[tokio::test]
+async fn a_pooled_connection_idle_for_idle_ms_is_closed() {
+    let pki = Pki::new();
+    let p = peer(&pki, |_| Act::Ok).await;
+    let f = front(&pki, &[p.addr], "{ timeouts: { idle_ms: 200 } }").await;
+    let (status, _) = request(f.out, "GET", b"").await;
+    assert_eq!(status, 200);
+    let closed = p.closed.clone();
+    assert!(
+        eventually(|| {
+            let c = closed.clone();
+            async move { c.load(Ordering::SeqCst) == 1 }
+        })
+        .await,
+        "the idle connection was not closed"
+    );
+    let (status, _) = request(f.out, "GET", b"").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        p.connections.load(Ordering::SeqCst),
+        2,
+        "a fresh connection"
+    );
 }

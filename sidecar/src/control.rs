@@ -22,7 +22,9 @@ use mesh_api::ads_client::{AdsClient, AdsConfig, AdsSnapshot, Subscriptions, Val
 use mesh_api::envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use mesh_api::envoy_types::pb::envoy::config::core::v3::{Locality as XdsLocality, Node};
 use mesh_api::envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LbEndpoint};
-use mesh_api::envoy_types::pb::google::protobuf::{value, Struct, Value};
+use mesh_api::envoy_types::pb::google::protobuf::{
+    value, Duration as ProtoDuration, Struct, UInt32Value, Value,
+};
 use mesh_api::identity::{RegisterRequest, WorkloadPort};
 use mesh_api::identity_client::{register_interval, BootstrapConfig, Bootstrapped, IdentityClient};
 use mesh_api::transport::Target;
@@ -130,10 +132,18 @@ fn node(config: &Config) -> Node {
             kind: Some(value::Kind::StringValue("sidecar".to_owned())),
         },
     );
+    // The controller computes EDS priorities per client locality (issue 6,
+    // contract C): region and zone from `locality`, sub_zone = our cluster.
+    let own = config.locality.clone().unwrap_or_default();
     Node {
         id: format!("sidecar~{}~{}", config.admin.ip(), config.spiffe_id),
         cluster: config.cluster.clone(),
         metadata: Some(metadata),
+        locality: Some(XdsLocality {
+            region: own.region.unwrap_or_default(),
+            zone: own.zone.unwrap_or_default(),
+            sub_zone: config.cluster.clone(),
+        }),
         ..Default::default()
     }
 }
@@ -177,7 +187,9 @@ pub fn catalog(config: &Config, snapshot: &AdsSnapshot) -> Result<Vec<Service>, 
         } else {
             Vec::new()
         };
-        let mut failover = FailoverSettings::default();
+        let mut failover = clusters
+            .get(&name)
+            .map_or_else(FailoverSettings::default, failover_from_cds);
         if let Some(f) = assignment.overprovisioning_factor {
             failover.overprovisioning_factor = f;
         }
@@ -270,6 +282,57 @@ fn in_cds(snapshot: &AdsSnapshot, name: &str) -> bool {
         .get(CLUSTER_TYPE)
         .is_some_and(|r| r.resources.contains_key(name))
 }
+
+// ---- failover settings from CDS (H2; issue 6) ----
+
+/// The failover settings of a CDS cluster: the panic threshold from
+/// `common_lb_config.healthy_panic_threshold` and outlier detection from
+/// `outlier_detection`, each field at its default when absent (the
+/// overprovisioning factor comes from the CLA).
+pub fn failover_from_cds(cluster: &Cluster) -> FailoverSettings {
+    let mut f = FailoverSettings::default();
+    if let Some(p) = cluster
+        .common_lb_config
+        .as_ref()
+        .and_then(|c| c.healthy_panic_threshold.as_ref())
+    {
+        if p.value.is_finite() {
+            // Clamped to 0..=100 first, so the cast cannot truncate.
+            f.panic_threshold_percent = p.value.clamp(0.0, 100.0).round() as u32;
+        }
+    }
+    if let Some(od) = &cluster.outlier_detection {
+        let o = &mut f.outlier;
+        let count = |v: &Option<UInt32Value>, d: u32| v.as_ref().map_or(d, |v| v.value);
+        let time = |v: &Option<ProtoDuration>, d: Duration| {
+            v.as_ref()
+                .filter(|v| v.seconds >= 0 && v.nanos >= 0)
+                .map_or(d, |v| {
+                    Duration::new(v.seconds.unsigned_abs(), v.nanos.unsigned_abs())
+                })
+        };
+        o.consecutive_5xx = count(&od.consecutive_5xx, o.consecutive_5xx);
+        o.consecutive_gateway_failure = count(
+            &od.consecutive_gateway_failure,
+            o.consecutive_gateway_failure,
+        );
+        o.interval = time(&od.interval, o.interval);
+        o.base_ejection_time = time(&od.base_ejection_time, o.base_ejection_time);
+        o.max_ejection_time = time(&od.max_ejection_time, o.max_ejection_time);
+        o.max_ejection_percent = count(&od.max_ejection_percent, o.max_ejection_percent).min(100);
+        o.success_rate_minimum_hosts =
+            count(&od.success_rate_minimum_hosts, o.success_rate_minimum_hosts);
+        o.success_rate_request_volume = count(
+            &od.success_rate_request_volume,
+            o.success_rate_request_volume,
+        );
+        o.success_rate_stdev_factor =
+            count(&od.success_rate_stdev_factor, o.success_rate_stdev_factor);
+    }
+    f
+}
+
+// ---- end failover settings from CDS ----
 
 /// What the sidecar takes from one ClusterLoadAssignment.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -666,6 +729,55 @@ mod tests {
             (eps[0].priority, eps[0].weight, eps[0].healthy),
             (0, 1, true)
         );
+    }
+
+    #[test]
+    fn the_node_carries_our_locality_for_per_client_priorities() {
+        let yaml = "cluster: cluster-a\nidentity:\n  spiffe_id: spiffe://cluster-a.mesh/ns/default/sa/f\n  bundles: b.json\nadmin: 127.0.0.1:15000\nlocality: { region: eu, zone: eu-1a }\ncontrol_plane: { address: \"127.0.0.1:1\", join_token_file: t }\n";
+        let c = Config::from_yaml(yaml, std::path::Path::new(".")).unwrap();
+        let n = node(&c);
+        assert_eq!(
+            n.locality,
+            Some(XdsLocality {
+                region: "eu".into(),
+                zone: "eu-1a".into(),
+                sub_zone: "cluster-a".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn failover_settings_come_from_the_cds_cluster() {
+        use mesh_api::envoy_types::pb::envoy::config::cluster::v3::{cluster, OutlierDetection};
+        use mesh_api::envoy_types::pb::envoy::r#type::v3::Percent;
+        assert_eq!(
+            failover_from_cds(&Cluster::default()),
+            FailoverSettings::default()
+        );
+        let c = Cluster {
+            common_lb_config: Some(cluster::CommonLbConfig {
+                healthy_panic_threshold: Some(Percent { value: 30.0 }),
+                ..Default::default()
+            }),
+            outlier_detection: Some(OutlierDetection {
+                consecutive_5xx: Some(UInt32Value { value: 0 }),
+                base_ejection_time: Some(ProtoDuration {
+                    seconds: 1,
+                    nanos: 500_000_000,
+                }),
+                max_ejection_percent: Some(UInt32Value { value: 250 }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let f = failover_from_cds(&c);
+        assert_eq!(f.panic_threshold_percent, 30);
+        assert_eq!(f.overprovisioning_factor, 140);
+        assert_eq!(f.outlier.consecutive_5xx, 0);
+        assert_eq!(f.outlier.consecutive_gateway_failure, 5);
+        assert_eq!(f.outlier.base_ejection_time, Duration::from_millis(1500));
+        assert_eq!(f.outlier.interval, Duration::from_secs(10));
+        assert_eq!(f.outlier.max_ejection_percent, 100);
     }
 
     fn tunnel_counts(cluster: &str, healthy: f64, total: f64, status: i32) -> LbEndpoint {

@@ -74,7 +74,7 @@ pub enum HostKey {
 /// Passive health of every service's hosts.
 #[derive(Debug)]
 pub struct HealthState {
-    services: Mutex<HashMap<(ServiceKey, u16), ServiceHealth>>,
+    services: Mutex<Services>,
     ejections: Family<OutlierLabels, Counter>,
 }
 
@@ -103,6 +103,10 @@ pub struct ServiceStatus {
     pub remote_marks: Vec<String>,
 }
 
+/// Per service name, per port (looked up by reference: no key clones on
+/// the request path).
+type Services = HashMap<ServiceKey, HashMap<u16, ServiceHealth>>;
+
 struct ServiceHealth {
     config: OutlierConfig,
     detector: OutlierDetector<HostKey>,
@@ -110,6 +114,8 @@ struct ServiceHealth {
     marks: HashMap<HostKey, Instant>,
     /// Remote counts as of the last [`HealthState::sync`].
     remote_health: HashMap<String, Health>,
+    /// The service's hosts as of the last sync.
+    hosts: Vec<HostKey>,
     label: OutlierLabels,
 }
 
@@ -128,10 +134,16 @@ impl HealthState {
     /// clears the mark of a remote cluster whose counts changed.
     pub fn sync(&self, config: &Config) {
         let mut map = self.lock();
-        map.retain(|(key, port), _| config.service(key, *port).is_some());
+        map.retain(|key, ports| {
+            ports.retain(|port, _| config.service(key, *port).is_some());
+            !ports.is_empty()
+        });
         for svc in &config.services {
-            let key = (svc.service.clone(), svc.port);
-            let entry = map.entry(key).or_insert_with(|| ServiceHealth::new(svc));
+            let entry = map
+                .entry(svc.service.clone())
+                .or_default()
+                .entry(svc.port)
+                .or_insert_with(|| ServiceHealth::new(svc));
             if entry.config != svc.failover.outlier {
                 *entry = ServiceHealth::new(svc);
             }
@@ -146,6 +158,7 @@ impl HealthState {
             entry.remote_health = counts;
             let live: Vec<HostKey> = hosts(svc).collect();
             entry.marks.retain(|k, _| live.contains(k));
+            entry.hosts = live;
         }
     }
 
@@ -154,7 +167,10 @@ impl HealthState {
     pub fn report(&self, target: &Target, candidate: &Candidate, outcome: Outcome, now: Instant) {
         let host = host_of(candidate);
         let mut map = self.lock();
-        let Some(s) = map.get_mut(&(target.service.clone(), target.port)) else {
+        let Some(s) = map
+            .get_mut(&target.service)
+            .and_then(|p| p.get_mut(&target.port))
+        else {
             return;
         };
         let was_down = s.is_down(&host, now);
@@ -202,7 +218,7 @@ impl HealthState {
     /// that is due at `now`.
     pub fn handle_interval(&self, now: Instant) {
         let mut map = self.lock();
-        for s in map.values_mut() {
+        for s in map.values_mut().flat_map(HashMap::values_mut) {
             if s.detector.poll_timeout().is_some_and(|t| t <= now) {
                 let before = s.detector.ejected(now).len();
                 s.detector.handle_interval(now);
@@ -221,6 +237,7 @@ impl HealthState {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let map = self.lock();
         map.values()
+            .flat_map(HashMap::values)
             .filter_map(|s| {
                 let mark = s.marks.values().min().copied();
                 match (s.detector.poll_timeout(), mark) {
@@ -247,7 +264,7 @@ impl HealthState {
             let load = levels.load();
             let (ejected, remote_marks) = {
                 let map = self.lock();
-                match map.get(&(svc.service.clone(), svc.port)) {
+                match map.get(&svc.service).and_then(|p| p.get(&svc.port)) {
                     None => (Vec::new(), Vec::new()),
                     Some(s) => {
                         let mut ejected: Vec<HostKey> = s.detector.ejected(now);
@@ -282,18 +299,67 @@ impl HealthState {
         out
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(ServiceKey, u16), ServiceHealth>> {
+    /// Marks the local endpoint `addr` down at once, in every service that
+    /// lists it, for that service's base ejection time (the connect path's
+    /// hook: a connect or TLS failure to a sidecar in this cluster; it does
+    /// not count toward outlier detection, [`HealthState::report`] does).
+    pub fn mark_failed(&self, addr: SocketAddr, now: Instant) {
+        let host = HostKey::Endpoint(addr);
+        let mut map = self.lock();
+        for s in map.values_mut().flat_map(HashMap::values_mut) {
+            if s.detector_knows(&host) {
+                let was_down = s.is_down(&host, now);
+                s.marks
+                    .insert(host.clone(), now + s.config.base_ejection_time);
+                if !was_down {
+                    self.ejections.get_or_create(&s.label).inc();
+                }
+            }
+        }
+    }
+
+    /// Clears the failfast mark of the local endpoint `addr` in every
+    /// service (it answered a connect and TLS handshake).
+    pub fn mark_ok(&self, addr: SocketAddr) {
+        let host = HostKey::Endpoint(addr);
+        let mut map = self.lock();
+        for s in map.values_mut().flat_map(HashMap::values_mut) {
+            s.marks.remove(&host);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Services> {
         self.services.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn is_down(&self, service: &Service, host: &HostKey, now: Instant) -> bool {
         self.lock()
-            .get(&(service.service.clone(), service.port))
+            .get(&service.service)
+            .and_then(|p| p.get(&service.port))
             .is_some_and(|s| s.is_down(host, now))
     }
 }
 
 impl Outcome {
+    /// The outcome of an attempt that got the response head `resp`: its
+    /// status, except that a 502 with `x-isthmus-error: app unavailable`
+    /// (the peer sidecar could not connect to its app: nothing reached the
+    /// app) counts as [`Outcome::ConnectFailed`] of that host, so a host
+    /// whose app died goes down at once like one whose sidecar died.
+    pub fn of_response<B>(resp: &http::Response<B>) -> Outcome {
+        let status = resp.status().as_u16();
+        let app_down = status == 502
+            && resp
+                .headers()
+                .get(crate::errors::ERROR_HEADER)
+                .is_some_and(|v| v.as_bytes() == b"app unavailable");
+        if app_down {
+            Outcome::ConnectFailed
+        } else {
+            Outcome::Status(status)
+        }
+    }
+
     /// The outcome of an attempt on `candidate` that failed with `e` before
     /// a response head; `None` for errors that say nothing about the host
     /// (no plan, unsupported request, the overall request deadline).
@@ -328,10 +394,15 @@ impl ServiceHealth {
                 .iter()
                 .map(|r| (r.cluster.clone(), r.health))
                 .collect(),
+            hosts: hosts(svc).collect(),
             label: OutlierLabels {
                 service: svc.service.to_string(),
             },
         }
+    }
+
+    fn detector_knows(&self, host: &HostKey) -> bool {
+        self.hosts.contains(host)
     }
 
     fn is_down(&self, host: &HostKey, now: Instant) -> bool {

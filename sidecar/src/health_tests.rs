@@ -242,6 +242,27 @@ fn errors_map_onto_outcomes() {
 }
 
 #[test]
+fn a_peer_sidecar_without_its_app_counts_as_a_connect_failure() {
+    let resp = |status: u16, reason: Option<&str>| {
+        let mut b = http::Response::builder().status(status);
+        if let Some(r) = reason {
+            b = b.header(crate::errors::ERROR_HEADER, r);
+        }
+        b.body(()).unwrap()
+    };
+    assert_eq!(
+        Outcome::of_response(&resp(502, Some("app unavailable"))),
+        Outcome::ConnectFailed
+    );
+    assert_eq!(
+        Outcome::of_response(&resp(502, Some("app protocol error"))),
+        Outcome::Status(502)
+    );
+    assert_eq!(Outcome::of_response(&resp(502, None)), Outcome::Status(502));
+    assert_eq!(Outcome::of_response(&resp(200, None)), Outcome::Status(200));
+}
+
+#[test]
 fn sync_forgets_removed_services_and_hosts() {
     let mut c = config();
     let (s, _) = state(&c);
@@ -255,5 +276,24 @@ fn sync_forgets_removed_services_and_hosts() {
     s.sync(&c);
     // Reports for an unknown service are ignored.
     s.report(&target(), &direct(1002), Outcome::ConnectFailed, now);
+    assert!(s.poll_timeout().is_none());
+}
+
+#[test]
+fn the_connect_path_hooks_mark_and_clear_an_endpoint_in_every_service() {
+    let c = config();
+    let (s, family) = state(&c);
+    let svc = &c.services[0];
+    let now = Instant::now();
+    let a = SocketAddr::from(([127, 0, 0, 1], 1001));
+    s.mark_failed(a, now);
+    assert!(!s.at(now).endpoint_up(svc, a));
+    assert_eq!(ejections(&family), 1);
+    s.mark_failed(a, now);
+    assert_eq!(ejections(&family), 1, "already down: not a new ejection");
+    s.mark_ok(a);
+    assert!(s.at(now).endpoint_up(svc, a));
+    // An address no service lists is ignored.
+    s.mark_failed(SocketAddr::from(([127, 0, 0, 1], 9)), now);
     assert!(s.poll_timeout().is_none());
 }

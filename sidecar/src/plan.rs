@@ -19,7 +19,7 @@
 //! [`crate::health::HealthState::report`]:
 //!
 //! ```ignore
-//! shared.health.report(&target, &candidate, Outcome::Status(resp.status().as_u16()), Instant::now());
+//! shared.health.report(&target, &candidate, Outcome::of_response(&resp), Instant::now());
 //! // or, when the attempt failed before a response head:
 //! if let Some(o) = Outcome::of_error(&candidate, &err) {
 //!     shared.health.report(&target, &candidate, o, Instant::now());

@@ -213,6 +213,34 @@ async fn a_gateway_reject_is_503_with_its_reason() {
     assert_eq!(status, 503);
     assert_eq!(headers["x-isthmus-error"], "not exported to you");
     assert!(String::from_utf8_lossy(&body).contains("no export for you"));
+    // The reject marks cluster-b down for default/secret at once (issue 6);
+    // as the only host it is still tried, as a last resort.
+    let (_, _, dump) = get(w.front_admin, "/config_dump").await;
+    let v: serde_json::Value = serde_json::from_slice(&dump).unwrap();
+    let secret = v["failover_status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "default/secret")
+        .unwrap();
+    assert_eq!(secret["remote_marks"], serde_json::json!(["cluster-b"]));
+    assert_eq!(
+        secret["priority_load"],
+        serde_json::json!([100]),
+        "{secret}"
+    );
+    let (status, headers, _) = get(w.out_secret, "/").await;
+    assert_eq!(status, 503);
+    assert_eq!(headers["x-isthmus-error"], "not exported to you");
+    let text = metrics(w.front_admin).await;
+    assert_eq!(
+        metric_value(
+            &text,
+            "isthmus_outlier_ejections_total{service=\"default/secret\"}"
+        ),
+        1.0,
+        "{text}"
+    );
 }
 
 #[tokio::test]

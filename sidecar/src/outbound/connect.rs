@@ -3,6 +3,7 @@
 //! mTLS handshake checked against the candidate's final identity.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -18,7 +19,8 @@ use crate::runtime::{Shared, Snapshot};
 
 /// Connects to `candidate` and completes the inner TLS handshake (ALPN of
 /// `protocol`), all within `connect_timeout` (the service's
-/// `resilience.timeouts.connect_ms`). The caller reports the outcome to
+/// `resilience.timeouts.connect_ms`). Marks direct endpoints healthy or
+/// failed; the caller reports the attempt to
 /// [`crate::health::HealthState::report`].
 ///
 /// # Errors
@@ -47,10 +49,14 @@ pub async fn connect_tls(
         Ok(r) => r,
         Err(_) => Err(ProxyError::ConnectTimeout),
     };
-    // Health: the caller reports the attempt's outcome
-    // (`HealthState::report`), which knows the service.
     let route = match candidate {
-        Candidate::Direct { .. } => Route::Direct,
+        Candidate::Direct { addr, .. } => {
+            match &result {
+                Ok(_) => shared.health.mark_ok(*addr),
+                Err(_) => shared.health.mark_failed(*addr, Instant::now()),
+            }
+            Route::Direct
+        }
         Candidate::ViaGateway { .. } => Route::Gateway,
     };
     if result.is_ok() {

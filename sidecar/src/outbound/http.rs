@@ -301,11 +301,11 @@ async fn forward(
         let (failure, outcome) =
             match attempt(shared, snapshot, candidate, policy, state, req).await {
                 Attempt::Response(resp) if is_proxy_reject(&resp) => {
-                    report(&Outcome::Status(resp.status().as_u16()));
+                    report(&Outcome::of_response(&resp));
                     (Failure::Reject503, Ok(resp))
                 }
                 Attempt::Response(resp) => {
-                    report(&Outcome::Status(resp.status().as_u16()));
+                    report(&Outcome::of_response(&resp));
                     return Ok(resp);
                 }
                 Attempt::Failed { error, unsent } => {

@@ -365,6 +365,26 @@ services:
     }
 
     #[test]
+    fn the_effective_policy_is_in_the_config_dump() {
+        let c = Config::from_yaml(
+            &yaml(
+                "    resilience: { retries: { per_try_timeout_ms: 250 } }",
+                "",
+            ),
+            Path::new("/"),
+        )
+        .unwrap();
+        let dump: serde_json::Value = serde_json::from_str(&c.to_json()).unwrap();
+        let r = &dump["services"][0]["resilience"];
+        assert_eq!(r["retries"]["attempts"], 2);
+        assert_eq!(r["retries"]["per_try_timeout_ms"], 250);
+        assert_eq!(r["retries"]["retry_on"][3], "reject-503");
+        assert_eq!(r["retries"]["budget"]["ttl_ms"], 10_000);
+        assert_eq!(r["timeouts"]["request_ms"], 15_000);
+        assert_eq!(r["circuit_breaker"]["max_requests"], 1024);
+    }
+
+    #[test]
     fn the_controllers_defaults_are_ours() {
         let t = mesh_api::traffic::TrafficSettings::default();
         assert_eq!(from_traffic(&t).unwrap(), Resilience::default());

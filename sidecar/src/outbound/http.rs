@@ -388,14 +388,14 @@ async fn attempt(
             }
         }
     };
-    let id = pooled.id;
+    let id = pooled.id.clone();
     let watch = pooled.sender.clone();
     let sent = send(shared, snapshot, candidate, policy, state, pooled, req);
     let result = match policy.retries.per_try_timeout {
         Some(limit) => match tokio::time::timeout(limit, sent).await {
             Ok(r) => r,
             Err(_) => {
-                shared.upstreams.evict(candidate, id);
+                shared.upstreams.evict(candidate, &id);
                 return Attempt::Failed {
                     error: ProxyError::PerTryTimeout,
                     unsent: None,
@@ -417,7 +417,7 @@ async fn attempt(
             // A connection-level failure (closed, GOAWAY, I/O) takes the
             // connection out; a stream reset leaves it to other requests.
             if watch.is_closed() || is_connection_error(&error) {
-                shared.upstreams.evict(candidate, id);
+                shared.upstreams.evict(candidate, &id);
             }
             Attempt::Failed {
                 error,
@@ -477,7 +477,7 @@ async fn send(
         },
     };
     tracing::debug!(%candidate, "pooled connection closed before sending; reconnecting");
-    shared.upstreams.evict(candidate, pooled.id);
+    shared.upstreams.evict(candidate, &pooled.id);
     let mut fresh = match shared
         .upstreams
         .sender(shared, snapshot, candidate, policy, state)

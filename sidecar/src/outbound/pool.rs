@@ -19,7 +19,7 @@
 //!   every connection a `max_connections` slot until it closes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,9 +49,18 @@ type Slot = Arc<tokio::sync::Mutex<Option<Conn>>>;
 
 #[derive(Debug)]
 struct Conn {
-    id: u64,
+    id: ConnId,
     sender: SendRequest<Body>,
     last_used: Arc<Mutex<Instant>>,
+}
+
+/// Names one pooled connection for [`H2Pool::evict`]; an evicted
+/// connection is handed to no request again, even before its slot is
+/// cleared.
+#[derive(Debug, Clone)]
+pub struct ConnId {
+    id: u64,
+    evicted: Arc<AtomicBool>,
 }
 
 /// A sender on a pooled connection and the connection's id.
@@ -59,8 +68,8 @@ struct Conn {
 pub struct Pooled {
     /// The sender.
     pub sender: SendRequest<Body>,
-    /// The connection's id, for [`H2Pool::evict`].
-    pub id: u64,
+    /// The connection, for [`H2Pool::evict`].
+    pub id: ConnId,
 }
 
 /// The pool.
@@ -150,13 +159,16 @@ impl H2Pool {
                 Err(e) => tracing::debug!(%peer, error = %e, "upstream http/2 connection failed"),
             }
         });
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = ConnId {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            evicted: Arc::new(AtomicBool::new(false)),
+        };
         let last_used = Arc::new(Mutex::new(Instant::now()));
         if let Some(idle) = policy.timeouts.idle {
-            spawn_idle_watch(Arc::downgrade(&slot), id, last_used.clone(), idle);
+            spawn_idle_watch(Arc::downgrade(&slot), id.id, last_used.clone(), idle);
         }
         *current = Some(Conn {
-            id,
+            id: id.clone(),
             sender: sender.clone(),
             last_used,
         });
@@ -165,7 +177,11 @@ impl H2Pool {
 
     /// Forgets the connection `id` to `candidate` (the next request opens a
     /// new one); a newer connection in its place stays.
-    pub fn evict(&self, candidate: &Candidate, id: u64) {
+    pub fn evict(&self, candidate: &Candidate, conn: &ConnId) {
+        // Marked first: a request that holds the slot's lock right now (a
+        // fast-path check) cannot hand it out again either.
+        conn.evicted.store(true, Ordering::Release);
+        let id = conn.id;
         let slot = {
             let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             slots.get(candidate).cloned()
@@ -173,7 +189,7 @@ impl H2Pool {
         if let Some(slot) = slot {
             // Someone connecting holds the lock: that is a fresh connection.
             if let Ok(mut current) = slot.try_lock() {
-                if current.as_ref().is_some_and(|c| c.id == id) {
+                if current.as_ref().is_some_and(|c| c.id.id == id) {
                     tracing::debug!(%candidate, id, "evicting the pooled connection");
                     *current = None;
                 }
@@ -191,11 +207,13 @@ impl H2Pool {
 
 /// The open connection in `current`, marked used now.
 fn ready(current: &Option<Conn>) -> Option<Pooled> {
-    let c = current.as_ref().filter(|c| !c.sender.is_closed())?;
+    let c = current
+        .as_ref()
+        .filter(|c| !c.sender.is_closed() && !c.id.evicted.load(Ordering::Acquire))?;
     *c.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     Some(Pooled {
         sender: c.sender.clone(),
-        id: c.id,
+        id: c.id.clone(),
     })
 }
 
@@ -213,7 +231,7 @@ fn spawn_idle_watch(
             tokio::time::sleep_until(deadline).await;
             let Some(slot) = slot.upgrade() else { return };
             let mut current = slot.lock().await;
-            let Some(c) = current.as_ref().filter(|c| c.id == id) else {
+            let Some(c) = current.as_ref().filter(|c| c.id.id == id) else {
                 return;
             };
             if c.sender.is_closed() {

@@ -130,7 +130,7 @@ impl HealthState {
     }
 
     /// Follows a new catalog: forgets services and hosts that are gone,
-    /// restarts detection of a service whose outlier settings changed, and
+    /// applies changed outlier settings (keeping ejections), and
     /// clears the mark of a remote cluster whose counts changed.
     pub fn sync(&self, config: &Config) {
         let mut map = self.lock();
@@ -145,7 +145,10 @@ impl HealthState {
                 .entry(svc.port)
                 .or_insert_with(|| ServiceHealth::new(svc));
             if entry.config != svc.failover.outlier {
-                *entry = ServiceHealth::new(svc);
+                // New thresholds apply from the next outcome; ejections and
+                // counters are kept.
+                entry.config = svc.failover.outlier;
+                entry.detector.set_config(svc.failover.outlier);
             }
             entry.detector.set_hosts(hosts(svc));
             let mut counts = HashMap::new();
@@ -463,6 +466,9 @@ fn host_of(candidate: &Candidate) -> HostKey {
 /// How often the runtime's timer wakes at the latest, to keep marks and
 /// gauges fresh even when no detector asks for an earlier wake-up.
 pub const MAX_TICK: Duration = Duration::from_secs(1);
+/// How soon the runtime's timer wakes at the earliest (no busy loop should
+/// a deadline stay in the past).
+pub const MIN_TICK: Duration = Duration::from_millis(10);
 
 #[cfg(test)]
 #[path = "health_tests.rs"]

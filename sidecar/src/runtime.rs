@@ -512,7 +512,7 @@ async fn health_timer(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             .map_or(crate::health::MAX_TICK, |t| {
                 t.saturating_duration_since(now)
             })
-            .min(crate::health::MAX_TICK);
+            .clamp(crate::health::MIN_TICK, crate::health::MAX_TICK);
         tokio::select! {
             () = tokio::time::sleep(next) => {}
             r = stop.wait_for(|s| *s) => { let _ = r; return; }

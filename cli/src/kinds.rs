@@ -64,6 +64,14 @@ pub(crate) const KINDS: &[Kind] = &[
         deletable: true,
         cluster_wide: false,
     },
+    Kind {
+        plural: "trafficpolicies",
+        kind: "TrafficPolicy",
+        group: "isthmus.dev",
+        aliases: &["trafficpolicy", "tp"],
+        deletable: true,
+        cluster_wide: false,
+    },
 ];
 
 impl Kind {
@@ -80,6 +88,7 @@ impl Kind {
             "serviceimports" => &["NAME", "TYPE", "PORTS", "CLUSTERS", "AGE"],
             "workloads" => &["NAME", "SERVICE", "ADDRESS", "PORTS", "LOCALITY", "AGE"],
             "meshlinks" => &["NAME", "PEER", "TRUST DOMAIN", "GATEWAYS", "AGE"],
+            "trafficpolicies" => &["NAME", "SERVICE", "AGE"],
             _ => &["NAME", "SERVICE", "TARGETS", "AGE"],
         }
     }
@@ -136,6 +145,7 @@ impl Kind {
                 }),
                 age,
             ],
+            "trafficpolicies" => vec![name, text(item, "/spec/service"), age],
             _ => vec![
                 name,
                 text(item, "/spec/service"),
@@ -243,6 +253,7 @@ mod tests {
             ("links", "meshlinks"),
             ("fp", "failoverpolicies"),
             ("failoverpolicy", "failoverpolicies"),
+            ("tp", "trafficpolicies"),
         ] {
             assert_eq!(lookup(name).map(|k| k.plural), Some(plural), "{name}");
         }

@@ -4,6 +4,7 @@
 //! Peering service on its own TLS 1.3 + h2 listener (the test's stand-in for
 //! CORE's gRPC listener, inserting `grpc::PeerIdentity`) and the peer loops.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -19,6 +20,7 @@ use mesh_controller::store::{StateMachine, Store, StoreConfig};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::service::interceptor::InterceptedService;
 use trust_bundle::endpoint::BundleEndpointServer;
 use trust_bundle::source::Clock;
 use trust_bundle::{
@@ -123,6 +125,8 @@ struct Node {
     bundle_tx: watch::Sender<Bundle>,
     exports: Arc<TestExports>,
     clock: Arc<TestClock>,
+    /// Peering RPCs this node's listener received (any method).
+    calls: CountCalls,
     _shutdown: watch::Sender<bool>,
     _dir: tempfile::TempDir,
 }
@@ -182,7 +186,9 @@ impl Node {
         let ctx = Arc::new(ctx);
         let exports = Arc::new(TestExports::default());
         let service = Arc::new(PeeringService::new(ctx.clone(), exports.clone()));
-        let server = PeeringServer::from_arc(service.clone());
+        let calls = CountCalls::default();
+        let server =
+            InterceptedService::new(PeeringServer::from_arc(service.clone()), calls.clone());
         tokio::spawn(serve_peering(grpc, svid, bundles, server, shutdown.clone()));
         tokio::spawn(peering::run_peer_loops(ctx.clone(), shutdown));
         Node {
@@ -192,6 +198,7 @@ impl Node {
             bundle_tx,
             exports,
             clock,
+            calls,
             _shutdown: shutdown_tx,
             _dir: dir,
         }
@@ -579,6 +586,47 @@ async fn exports_are_streamed_and_updated_on_change() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_exports_stream_keeps_the_last_export_set() {
+    let (a, b) = (
+        Node::start("cluster-a").await,
+        Node::start("cluster-b").await,
+    );
+    *a.exports.0.lock().unwrap() = vec![service("web", 2)];
+    link(&a, &b).await;
+    let web = |c: &Catalog| {
+        c.peers
+            .get("cluster-a")
+            .and_then(decode_exports)
+            .is_some_and(|set| set.services == [service("web", 2)])
+    };
+    b.until("cluster-a's export of web arrived", web).await;
+    let before = b.catalog().peers["cluster-a"].exports.clone();
+
+    // a stops serving b: its record of b now names another controller, so
+    // a ends b's WatchExports stream and refuses b's reconnects
+    // (PermissionDenied).
+    let mut record = a.catalog().peers["cluster-b"].clone();
+    record.controller_spiffe_id = "spiffe://cluster-b.mesh/ns/isthmus-system/sa/impostor".into();
+    let calls = a.calls.count();
+    a.ctx
+        .store
+        .write(Command::UpsertPeer(record))
+        .await
+        .unwrap();
+    // b noticed: it reconnected (and was refused) at least once since.
+    let waited = tokio::time::timeout(PATIENCE, async {
+        while a.calls.count() <= calls {
+            a.calls.wait().await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "b never reconnected to a");
+    let after = b.catalog();
+    assert!(web(&after), "b lost cluster-a's exports: {after:#?}");
+    assert_eq!(after.peers["cluster-a"].exports, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unlink_removes_both_sides() {
     let (a, b) = (
         Node::start("cluster-a").await,
@@ -629,6 +677,29 @@ async fn unlink_removes_both_sides() {
 
 // ---------------------------------------------------------------- TLS listener
 
+/// Counts the RPCs a node's Peering listener receives.
+#[derive(Clone, Default)]
+struct CountCalls(Arc<(AtomicUsize, tokio::sync::Notify)>);
+
+impl CountCalls {
+    fn count(&self) -> usize {
+        self.0 .0.load(Ordering::SeqCst)
+    }
+
+    /// Until the next call.
+    async fn wait(&self) {
+        self.0 .1.notified().await;
+    }
+}
+
+impl tonic::service::Interceptor for CountCalls {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        self.0 .0.fetch_add(1, Ordering::SeqCst);
+        self.0 .1.notify_one();
+        Ok(request)
+    }
+}
+
 /// Serves `server` through the controller's own gRPC listener
 /// (`grpc::server_config` + `grpc::serve`): TLS 1.3 + h2, optional client
 /// SVIDs verified against `bundles`, `PeerIdentity` on every request.
@@ -636,7 +707,7 @@ async fn serve_peering<S: Peering>(
     listener: TcpListener,
     svid: Arc<SvidSource>,
     bundles: BundleStore,
-    server: PeeringServer<S>,
+    server: InterceptedService<PeeringServer<S>, CountCalls>,
     shutdown: watch::Receiver<bool>,
 ) {
     let tls = Arc::new(grpc::server_config(svid, bundles).expect("TLS 1.3 server config"));

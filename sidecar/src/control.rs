@@ -89,6 +89,14 @@ pub(crate) fn start_ads(config: &Config, target: &Target, source: Arc<SvidSource
     let own_cluster = config.cluster.clone();
     let has_gateway = config.gateway.is_some();
     let validate: Validator = Arc::new(move |type_url: &str, set| {
+        if type_url == CLUSTER_TYPE {
+            for (name, any) in set {
+                let cluster =
+                    Cluster::decode(any.value.as_slice()).map_err(|e| format!("{name}: {e}"))?;
+                cluster_resilience(&cluster).map_err(|e| format!("{name}: {e}"))?;
+            }
+            return Ok(());
+        }
         if type_url != ENDPOINT_TYPE {
             return Ok(());
         }
@@ -193,10 +201,78 @@ pub fn catalog(config: &Config, snapshot: &AdsSnapshot) -> Result<Vec<Service>, 
             port: o.port,
             endpoints: assignment.endpoints,
             remote,
+            resilience: match clusters.get(&name) {
+                Some(c) => cluster_resilience(c).map_err(|e| format!("{name}: {e}"))?,
+                None => crate::resilience::Resilience::default(),
+            },
             failover,
         });
     }
     Ok(out)
+}
+
+/// The resilience policy of a CDS cluster (H3, issue 6): the
+/// `isthmus.dev/traffic` metadata ([`mesh_api::traffic`]) when present
+/// (the whole TrafficPolicy, defaults filled in by the controller); without
+/// it, the defaults with the Envoy-native `connect_timeout` and
+/// `circuit_breakers.thresholds[0]` limits applied. The native fields
+/// describe the same policy for Envoy; the metadata wins when both exist.
+///
+/// # Errors
+/// A lowercase message with the path of the field at fault.
+pub fn cluster_resilience(cluster: &Cluster) -> Result<crate::resilience::Resilience, String> {
+    use mesh_api::traffic::{TrafficSettings, TRAFFIC_METADATA};
+    if let Some(s) = xds_decode::filter(cluster.metadata.as_ref(), TRAFFIC_METADATA) {
+        let t = TrafficSettings::from_struct(s).map_err(|e| e.to_string())?;
+        return crate::config::resilience::from_traffic(&t)
+            .map_err(|e| format!("metadata.{TRAFFIC_METADATA}.{e}"));
+    }
+    let mut r = crate::resilience::Resilience::default();
+    if let Some(d) = &cluster.connect_timeout {
+        let ms = u64::try_from(d.seconds)
+            .ok()
+            .and_then(|s| s.checked_mul(1000))
+            .and_then(|ms| ms.checked_add(u64::try_from(d.nanos / 1_000_000).ok()?))
+            .filter(|ms| *ms > 0)
+            .ok_or_else(|| {
+                format!(
+                    "connect_timeout: {}s {}ns is not a positive duration",
+                    d.seconds, d.nanos
+                )
+            })?;
+        r.timeouts.connect = Duration::from_millis(ms);
+    }
+    let thresholds = cluster
+        .circuit_breakers
+        .as_ref()
+        .and_then(|c| c.thresholds.first());
+    if let Some(t) = thresholds {
+        let limits = &mut r.circuit_breaker;
+        for (name, v, slot) in [
+            (
+                "max_connections",
+                &t.max_connections,
+                &mut limits.max_connections,
+            ),
+            (
+                "max_pending_requests",
+                &t.max_pending_requests,
+                &mut limits.max_pending_requests,
+            ),
+            ("max_requests", &t.max_requests, &mut limits.max_requests),
+        ] {
+            match v {
+                None => {}
+                Some(w) if w.value == 0 => {
+                    return Err(format!(
+                        "circuit_breakers.thresholds[0].{name}: must be greater than 0"
+                    ))
+                }
+                Some(w) => *slot = w.value,
+            }
+        }
+    }
+    Ok(r)
 }
 
 /// Whether the last accepted CDS response holds the cluster `name`.
@@ -850,5 +926,61 @@ mod tests {
         assert!(parse_cla("cluster-a", &twice)
             .unwrap_err()
             .contains("twice"));
+    }
+
+    #[test]
+    fn cds_resilience_comes_from_the_traffic_metadata_else_the_native_fields() {
+        use mesh_api::envoy_types::pb::envoy::config::cluster::v3::{
+            circuit_breakers::Thresholds, CircuitBreakers,
+        };
+        use mesh_api::envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
+        use mesh_api::traffic::{TrafficSettings, TRAFFIC_METADATA};
+
+        let native = Cluster {
+            connect_timeout: Some(PbDuration {
+                seconds: 0,
+                nanos: 250_000_000,
+            }),
+            circuit_breakers: Some(CircuitBreakers {
+                thresholds: vec![Thresholds {
+                    max_requests: Some(UInt32Value { value: 7 }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let r = cluster_resilience(&native).unwrap();
+        assert_eq!(r.timeouts.connect, Duration::from_millis(250));
+        assert_eq!(r.circuit_breaker.max_requests, 7);
+        assert_eq!(r.circuit_breaker.max_connections, 1024);
+        assert_eq!(r.retries, crate::resilience::RetryPolicy::default());
+
+        let mut t = TrafficSettings::default();
+        t.retries.attempts = 5;
+        t.timeouts.request_ms = 0;
+        let with_metadata = Cluster {
+            metadata: Some(Metadata {
+                filter_metadata: [(TRAFFIC_METADATA.to_owned(), t.to_struct())].into(),
+                ..Default::default()
+            }),
+            ..native
+        };
+        let r = cluster_resilience(&with_metadata).unwrap();
+        assert_eq!(r.retries.attempts, 5);
+        assert_eq!(r.timeouts.request, None);
+        assert_eq!(r.circuit_breaker.max_requests, 1024, "the metadata wins");
+
+        t.retries.attempts = 99;
+        let bad = Cluster {
+            metadata: Some(Metadata {
+                filter_metadata: [(TRAFFIC_METADATA.to_owned(), t.to_struct())].into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(cluster_resilience(&bad)
+            .unwrap_err()
+            .contains("retries.attempts"));
     }
 }

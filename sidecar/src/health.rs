@@ -374,6 +374,11 @@ impl Outcome {
             ProxyError::ConnectTimeout => Some(Outcome::ConnectFailed),
             ProxyError::Rejected { reason, .. } => Some(Outcome::Rejected(*reason)),
             ProxyError::Tunnel(_) | ProxyError::Http(_) => Some(Outcome::Reset),
+            // H3's variants (resilience): a failed HTTP/2 handshake or a
+            // per-try timeout is a gateway error; an overflow or a bad
+            // request body says nothing about the host.
+            ProxyError::Handshake(_) | ProxyError::PerTryTimeout => Some(Outcome::Reset),
+            ProxyError::Overflow(_) | ProxyError::RequestBody(_) => None,
             ProxyError::Plan(_) | ProxyError::RequestTimeout | ProxyError::Unsupported(_) => None,
         }
     }

@@ -63,6 +63,8 @@ pub struct Shared {
     pub health: HealthState,
     /// HTTP/2 connections to peer sidecars.
     pub upstreams: H2Pool,
+    /// Retry budgets, circuit counters and their metrics, per service.
+    pub resilience: crate::resilience::ResilienceState,
     /// Pooled clients to the local app.
     pub apps: inbound::http::AppClients,
     /// Round-robin counter for plans.
@@ -250,6 +252,7 @@ impl Sidecar {
             tunnel_bind_ip(&config),
         );
         let metrics = Metrics::register(&mut registry);
+        let resilience = crate::resilience::ResilienceState::new(&mut registry);
         let apps = inbound::http::AppClients::new(config.timeouts.connect);
         let snapshot = Snapshot::build(config, &tls).map_err(StartError::Tls)?;
         let mut bound = Vec::new();
@@ -271,6 +274,7 @@ impl Sidecar {
             registry,
             health,
             upstreams: H2Pool::new(),
+            resilience,
             apps,
             rotation: AtomicUsize::new(0),
             drain: Drain::new(),

@@ -79,6 +79,7 @@ pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Config
                     port,
                     endpoints: Vec::new(),
                     remote: Vec::new(),
+                    resilience: crate::resilience::Resilience::default(),
                     failover: FailoverSettings::default(),
                 });
             }
@@ -384,6 +385,11 @@ fn service(
             format!("cluster {dup} is listed twice"),
         ));
     }
+    let resilience = super::resilience::resilience(
+        &format!("services[{i}].resilience"),
+        s.resilience.as_ref(),
+        &raw.timeouts,
+    )?;
     let failover = failover(
         &format!("services[{i}].failover"),
         s.failover.as_ref().unwrap_or(&RawFailover::default()),
@@ -393,6 +399,7 @@ fn service(
         port,
         endpoints,
         remote,
+        resilience,
         failover,
     })
 }

@@ -87,6 +87,7 @@ fn generate(seed: u64) -> (Service, Down) {
         endpoints,
         remote,
         failover,
+        resilience: crate::resilience::Resilience::default(),
     };
     (svc, down)
 }

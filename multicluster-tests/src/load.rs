@@ -38,14 +38,15 @@ pub struct LoadSpec {
 }
 
 impl LoadSpec {
-    /// 200 requests/s in total (4 connections × 50/s), h2c, up to 16
-    /// streams per connection, for `duration`.
+    /// 200 requests/s in total (4 connections × 50/s), h2c, up to 100
+    /// streams per connection (so 2 s of stalled requests do not hold the
+    /// rate back), for `duration`.
     pub fn rps200(url: String, duration: Duration) -> Self {
         LoadSpec {
             url,
             clients: 4,
             rps_per_client: 50,
-            streams: 16,
+            streams: 100,
             duration,
             h1: false,
         }

@@ -14,6 +14,9 @@
 //! cluster-a before the proxies start); `ISTHMUS_FAILOVER_CONFIG=static`
 //! runs the same scenarios with static configs (remote clusters in name
 //! order, the same settings as `failover`/`resilience` sections).
+//! `ISTHMUS_FAILOVER_SETTINGS=none` leaves every failover, retry and
+//! gateway replica setting out (no policies, no `peer_open_ms`): today's
+//! defaults, for a before/after comparison.
 //!
 //! The scenarios share the two CPUs of the machine, so they run one at a
 //! time (a lock), never in parallel: their timings are the point.
@@ -62,6 +65,11 @@ fn static_mode() -> bool {
     std::env::var("ISTHMUS_FAILOVER_CONFIG").is_ok_and(|v| v == "static")
 }
 
+/// Whether to leave the failover and resilience settings out.
+fn bare() -> bool {
+    std::env::var("ISTHMUS_FAILOVER_SETTINGS").is_ok_and(|v| v == "none")
+}
+
 /// What a scenario runs.
 struct Shape {
     /// Clusters, in WAN order; the first is the caller's.
@@ -100,14 +108,14 @@ fn setup(test: &str, shape: &Shape) -> Result<Scenario> {
     }
     t.tuning.gateway_timeouts = Some(GatewayTimeouts {
         drain_ms: Some(1000),
-        peer_open_ms: Some(PEER_OPEN.as_millis() as u64),
+        peer_open_ms: (!bare()).then_some(PEER_OPEN.as_millis() as u64),
         ..GatewayTimeouts::default()
     });
     t.tuning.sidecar_timeouts = Some(SidecarTimeouts {
         connect_ms: Some(1000),
         ..SidecarTimeouts::default()
     });
-    if static_mode() {
+    if static_mode() && !bare() {
         t.tuning.service_failover = Some(json!({
             "outlier": { "base_ejection_time_ms": BASE_EJECTION.as_millis() as u64 },
         }));
@@ -117,12 +125,14 @@ fn setup(test: &str, shape: &Shape) -> Result<Scenario> {
                 "per_try_timeout_ms": PER_TRY_TIMEOUT.as_millis() as u64,
             },
         }));
-    } else {
+    } else if !static_mode() {
         t.use_control_plane(ControlPlaneOptions {
             lease_seconds: Some(10),
             ..ControlPlaneOptions::default()
         });
-        t.apply_on_start(A, &policies_yaml(&shape.targets));
+        if !bare() {
+            t.apply_on_start(A, &policies_yaml(&shape.targets));
+        }
     }
     let frontend_id = Topology::spiffe_id(A, "default", FRONTEND);
     let mut backends = BTreeMap::new();
@@ -320,10 +330,11 @@ fn ensure_covered(report: &LoadReport, t: SystemTime, margin: Duration, what: &s
 }
 
 fn mode() -> &'static str {
-    if static_mode() {
-        "static"
-    } else {
-        "dynamic"
+    match (static_mode(), bare()) {
+        (true, false) => "static",
+        (false, false) => "dynamic",
+        (true, true) => "static, no failover settings",
+        (false, true) => "dynamic, no failover settings",
     }
 }
 

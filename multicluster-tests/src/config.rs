@@ -134,9 +134,12 @@ pub struct Peer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transport: Option<PeerTransport>,
     /// The peer gateway's `tcp_listen` (`host:port`); with
-    /// [`PeerTransport::TcpTls`] only, and then required.
+    /// [`PeerTransport::TcpTls`] only (then this or `tcp_addresses`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp_address: Option<String>,
+    /// Every replica's `tcp_listen`, when the peer runs several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_addresses: Option<Vec<String>>,
 }
 
 /// `peers[].transport`: the transport of the gateway-to-gateway hop.

@@ -687,12 +687,16 @@ impl Topology {
             .trusted_by(cluster)
             .map(|p| {
                 let pc = self.cluster(p)?;
-                let (address, addresses) = match pc.gateways.as_slice() {
-                    [one] => (Some(one.listen.to_string()), None),
-                    many => (
-                        None,
-                        Some(many.iter().map(|g| g.listen.to_string()).collect()),
-                    ),
+                let one_or_many = |f: fn(&GatewayPlace) -> SocketAddr| match pc.gateways.as_slice()
+                {
+                    [one] => (Some(f(one).to_string()), None),
+                    many => (None, Some(many.iter().map(|g| f(g).to_string()).collect())),
+                };
+                let (address, addresses) = one_or_many(|g| g.listen);
+                let (tcp_address, tcp_addresses) = if tcp_tls {
+                    one_or_many(|g| g.tcp_listen)
+                } else {
+                    (None, None)
                 };
                 Ok(Peer {
                     cluster: pc.name.clone(),
@@ -701,7 +705,8 @@ impl Topology {
                     addresses,
                     spiffe_id: Some(Self::gateway_id(p)),
                     transport: self.tuning.peer_transport,
-                    tcp_address: tcp_tls.then(|| pc.gateways[0].tcp_listen.to_string()),
+                    tcp_address,
+                    tcp_addresses,
                 })
             })
             .collect::<Result<_>>()?;

@@ -121,8 +121,12 @@ pub struct Peer {
     pub cluster: String,
     /// The peer's trust domain.
     pub trust_domain: String,
-    /// The peer gateway's `host:port` (UDP).
-    pub address: String,
+    /// The peer gateway's `host:port` (UDP), when it runs one replica.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Every replica's `host:port` (UDP), when it runs several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addresses: Option<Vec<String>>,
     /// The peer gateway's SPIFFE ID.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spiffe_id: Option<String>,
@@ -191,6 +195,10 @@ pub struct GatewayTimeouts {
     /// Drain time on SIGTERM, ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drain_ms: Option<u64>,
+    /// How long a peer replica may take to answer a tunnel OPEN before the
+    /// gateway marks it down and tries the next one, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_open_ms: Option<u64>,
 }
 
 /// The gateway's `reconnect` section.
@@ -234,8 +242,11 @@ pub struct SidecarConfig {
 /// The sidecar's `gateway` section.
 #[derive(Debug, Clone, Serialize)]
 pub struct GatewayRef {
-    /// The local gateway's QUIC address.
+    /// The local gateway's QUIC address (replica 0).
     pub address: SocketAddr,
+    /// Every local gateway replica's QUIC address, when there are several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addresses: Option<Vec<SocketAddr>>,
     /// The local gateway's SPIFFE ID.
     pub spiffe_id: String,
     /// QUIC keep-alive toward the gateway, ms.
@@ -309,6 +320,13 @@ pub struct Service {
     pub endpoints: Vec<Endpoint>,
     /// Clusters exporting it to us.
     pub remote: Vec<Remote>,
+    /// Locality LB and outlier detection settings (snake_case keys as in
+    /// `docs/reference/data-path-config.md`); left out when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover: Option<serde_json::Value>,
+    /// Retries, timeouts and circuit breaking; left out when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resilience: Option<serde_json::Value>,
 }
 
 /// A remote cluster serving a service.

@@ -8,6 +8,7 @@
 //! same [`Config`].
 
 pub mod raw;
+pub mod resilience;
 mod validate;
 
 use std::collections::{BTreeMap, HashSet};
@@ -308,6 +309,8 @@ pub struct Service {
     pub endpoints: Vec<Endpoint>,
     /// Other clusters exporting it to us, in failover order.
     pub remote: Vec<Remote>,
+    /// Retries, timeouts and circuit breaking (H3, issue 6).
+    pub resilience: crate::resilience::Resilience,
 }
 
 /// An endpoint in this cluster.

@@ -169,6 +169,7 @@ pub fn catalog(config: &Config, snapshot: &AdsSnapshot) -> Result<Vec<Service>, 
             port: o.port,
             endpoints,
             remote,
+            resilience: crate::resilience::Resilience::default(),
         });
     }
     Ok(out)

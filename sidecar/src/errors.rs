@@ -54,9 +54,23 @@ pub enum ProxyError {
     /// The tunnel through the gateway failed (QUIC connection or stream).
     #[error("tunnel through the gateway failed")]
     Tunnel(#[source] OpenError),
-    /// HTTP/2 toward the peer sidecar failed (handshake, send, response).
+    /// HTTP/2 toward the peer sidecar failed after the request was handed
+    /// to the connection (send, response head).
     #[error("http/2 to the upstream sidecar failed")]
     Http(#[source] hyper::Error),
+    /// The HTTP/2 handshake with the peer sidecar failed (nothing sent).
+    #[error("http/2 handshake with the upstream sidecar failed")]
+    Handshake(#[source] hyper::Error),
+    /// The attempt's `retries.per_try_timeout_ms` passed before the
+    /// response head arrived.
+    #[error("per-try timeout")]
+    PerTryTimeout,
+    /// A circuit-breaker limit of the service is reached.
+    #[error("circuit breaker overflow: {}", .0.as_str())]
+    Overflow(crate::resilience::circuit::Limit),
+    /// Reading the downstream request body (to keep it for replay) failed.
+    #[error("reading the request body failed")]
+    RequestBody(#[source] hyper::Error),
     /// `timeouts.request_ms` passed before the response head arrived.
     #[error("request timed out")]
     RequestTimeout,
@@ -96,11 +110,31 @@ impl ProxyError {
             | ProxyError::Connect { .. }
             | ProxyError::ConnectTimeout
             | ProxyError::Tls(_)
-            | ProxyError::Tunnel(_) => true,
+            | ProxyError::Tunnel(_)
+            | ProxyError::Handshake(_) => true,
             ProxyError::Plan(_)
             | ProxyError::Http(_)
+            | ProxyError::PerTryTimeout
+            | ProxyError::Overflow(_)
+            | ProxyError::RequestBody(_)
             | ProxyError::RequestTimeout
             | ProxyError::Unsupported(_) => false,
+        }
+    }
+
+    /// The retry class of a failed attempt (STYLE.md habit 6): `None` for
+    /// errors no attempt on another candidate can fix (no plan, overflow,
+    /// a bad downstream request).
+    pub fn failure(&self) -> Option<crate::resilience::retry::Failure> {
+        use crate::resilience::retry::Failure;
+        if self.try_next_candidate() {
+            return Some(Failure::NotSent);
+        }
+        match self {
+            ProxyError::Http(e) if is_refused(e) => Some(Failure::RefusedStream),
+            ProxyError::Http(_) => Some(Failure::Reset),
+            ProxyError::PerTryTimeout => Some(Failure::PerTryTimeout),
+            _ => None,
         }
     }
 
@@ -151,7 +185,12 @@ pub fn rescue(e: &ProxyError) -> Rescue {
         ProxyError::Http(e) if e.is_timeout() => {
             (S::GATEWAY_TIMEOUT, "upstream timeout", Fault::Upstream)
         }
-        ProxyError::Http(_) => (S::BAD_GATEWAY, "upstream protocol error", Fault::Upstream),
+        ProxyError::Http(_) | ProxyError::Handshake(_) => {
+            (S::BAD_GATEWAY, "upstream protocol error", Fault::Upstream)
+        }
+        ProxyError::PerTryTimeout => (S::GATEWAY_TIMEOUT, "upstream timeout", Fault::Upstream),
+        ProxyError::Overflow(_) => (S::SERVICE_UNAVAILABLE, "overflow", Fault::Local),
+        ProxyError::RequestBody(_) => (S::BAD_REQUEST, "request body failed", Fault::Downstream),
         ProxyError::RequestTimeout => (S::GATEWAY_TIMEOUT, "request timeout", Fault::Upstream),
         ProxyError::Unsupported(_) => (S::BAD_REQUEST, "unsupported request", Fault::Downstream),
     };
@@ -160,6 +199,25 @@ pub fn rescue(e: &ProxyError) -> Rescue {
         reason,
         fault,
     }
+}
+
+/// Whether a send failure left the request unprocessed by the peer
+/// (RFC 9113 §8.7): RST_STREAM with REFUSED_STREAM, or a graceful GOAWAY
+/// (NO_ERROR) whose last stream id is below ours. A GOAWAY with an error
+/// code also fails streams the peer may have processed, so it is a reset.
+pub fn is_refused(e: &hyper::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return match h2.reason() {
+                Some(h2::Reason::REFUSED_STREAM) => true,
+                Some(h2::Reason::NO_ERROR) => h2.is_go_away() && h2.is_remote(),
+                _ => false,
+            };
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// The wire text of a gateway reject reason, as the `x-isthmus-error` value.
@@ -270,6 +328,12 @@ mod tests {
                 "gateway unavailable",
             ),
             (ProxyError::RequestTimeout, 504, "request timeout"),
+            (ProxyError::PerTryTimeout, 504, "upstream timeout"),
+            (
+                ProxyError::Overflow(crate::resilience::circuit::Limit::Requests),
+                503,
+                "overflow",
+            ),
             (
                 ProxyError::Unsupported("upgrade"),
                 400,
@@ -297,6 +361,7 @@ mod tests {
         }
         .try_next_candidate());
         assert!(!ProxyError::RequestTimeout.try_next_candidate());
+        assert!(!ProxyError::PerTryTimeout.try_next_candidate());
         assert!(!ProxyError::Plan(PlanError::NoEndpoint { service: key() }).try_next_candidate());
     }
 

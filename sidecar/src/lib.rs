@@ -41,6 +41,7 @@ pub mod io;
 pub mod metrics;
 pub mod outbound;
 pub mod plan;
+pub mod resilience;
 pub mod runtime;
 pub mod tls;
 pub mod tunnel;

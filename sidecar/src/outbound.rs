@@ -4,7 +4,9 @@
 //! over one pooled HTTP/2 connection per peer ([`pool`], [`http`]) or copies
 //! opaque TCP ([`tcp`]).
 
+pub mod body;
 pub mod connect;
 pub mod http;
+pub mod idle;
 pub mod pool;
 pub mod tcp;

@@ -62,6 +62,8 @@ pub struct Shared {
     pub health: HealthTracker,
     /// HTTP/2 connections to peer sidecars.
     pub upstreams: H2Pool,
+    /// Retry budgets, circuit counters and their metrics, per service.
+    pub resilience: crate::resilience::ResilienceState,
     /// Pooled clients to the local app.
     pub apps: inbound::http::AppClients,
     /// Round-robin counter for plans.
@@ -248,6 +250,7 @@ impl Sidecar {
             tunnel_bind_ip(&config),
         );
         let metrics = Metrics::register(&mut registry);
+        let resilience = crate::resilience::ResilienceState::new(&mut registry);
         let apps = inbound::http::AppClients::new(config.timeouts.connect);
         let snapshot = Snapshot::build(config, &tls).map_err(StartError::Tls)?;
         let mut bound = Vec::new();
@@ -267,6 +270,7 @@ impl Sidecar {
             registry,
             health: HealthTracker::new(),
             upstreams: H2Pool::new(),
+            resilience,
             apps,
             rotation: AtomicUsize::new(0),
             drain: Drain::new(),

@@ -11,6 +11,8 @@
 //! - [`identity_client`]: the proxies' Identity client (CSR, join token,
 //!   mTLS renewals as a `trust_bundle::source::SvidIssuer`, bundle watch,
 //!   registration).
+//! - [`traffic`]: a service's retries, timeouts and circuit breaker as
+//!   carried in CDS cluster metadata (`isthmus.dev/traffic`).
 //! - [`xds_decode`]: addresses and Isthmus metadata out of decoded resources.
 //! - [`transport`]: channels to the controller (SPIFFE TLS or plaintext).
 //!
@@ -23,6 +25,7 @@ pub mod fake;
 pub mod identity;
 pub mod identity_client;
 pub mod peering;
+pub mod traffic;
 pub mod transport;
 pub mod xds;
 pub mod xds_decode;

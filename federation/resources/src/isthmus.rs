@@ -1,6 +1,6 @@
 //! Isthmus's own kinds (`isthmus.dev/v1alpha1`): `MeshLink` and
-//! `FailoverPolicy`. They are stored and validated; their semantics belong to
-//! the peering and failover modules.
+//! `FailoverPolicy` (with its `outlierDetection`). They are stored and
+//! validated; their semantics belong to the peering and failover modules.
 
 use std::collections::BTreeSet;
 
@@ -68,6 +68,98 @@ pub struct FailoverPolicySpec {
     /// Below this share of healthy endpoints, balance over all of them.
     #[serde(default = "default_panic_threshold")]
     pub panic_threshold_percent: u8,
+    /// Passive outlier detection in the callers' proxies; absent: every
+    /// field at its default ([`OutlierDetection::default`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
+}
+
+impl FailoverPolicySpec {
+    /// `outlierDetection`, or the defaults when absent.
+    pub fn effective_outlier_detection(&self) -> OutlierDetection {
+        self.outlier_detection.unwrap_or_default()
+    }
+}
+
+/// Default of [`OutlierDetection::consecutive_5xx`] (Envoy's).
+pub const DEFAULT_CONSECUTIVE_5XX: u32 = 5;
+/// Default of [`OutlierDetection::consecutive_gateway_errors`] (Envoy's count).
+pub const DEFAULT_CONSECUTIVE_GATEWAY_ERRORS: u32 = 5;
+/// Default of [`OutlierDetection::interval_ms`] (Envoy's: 10 s).
+pub const DEFAULT_OUTLIER_INTERVAL_MS: u64 = 10_000;
+/// Default of [`OutlierDetection::base_ejection_time_ms`] (Envoy's: 30 s).
+pub const DEFAULT_BASE_EJECTION_TIME_MS: u64 = 30_000;
+/// Default of [`OutlierDetection::max_ejection_time_ms`] (Envoy's: 300 s).
+pub const DEFAULT_MAX_EJECTION_TIME_MS: u64 = 300_000;
+/// Default of [`OutlierDetection::max_ejection_percent`] (Envoy's).
+pub const DEFAULT_MAX_EJECTION_PERCENT: u8 = 10;
+
+/// `FailoverPolicy.spec.outlierDetection`: when a caller's proxy ejects an
+/// endpoint (Envoy's `OutlierDetection` semantics and defaults,
+/// FAILOVER-REFERENCE §7). Every field is optional.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OutlierDetection {
+    /// Consecutive 5xx responses that eject an endpoint; 0 disables.
+    #[serde(default = "default_consecutive_5xx", rename = "consecutive5xx")]
+    pub consecutive_5xx: u32,
+    /// Consecutive gateway errors (connect failure, reset, tunnel reject)
+    /// that eject an endpoint; 0 disables. Enforced (Envoy's default is
+    /// not to enforce this one).
+    #[serde(default = "default_consecutive_gateway_errors")]
+    pub consecutive_gateway_errors: u32,
+    /// Milliseconds between success-rate evaluations, at least 1.
+    #[serde(default = "default_outlier_interval")]
+    pub interval_ms: u64,
+    /// Milliseconds an endpoint stays ejected, times its number of
+    /// ejections, at least 1.
+    #[serde(default = "default_base_ejection_time")]
+    pub base_ejection_time_ms: u64,
+    /// Cap of the ejection time in milliseconds, at least
+    /// `baseEjectionTimeMs`.
+    #[serde(default = "default_max_ejection_time")]
+    pub max_ejection_time_ms: u64,
+    /// At most this share of a service's endpoints is ejected (but at least
+    /// one endpoint may be), 0..=100.
+    #[serde(default = "default_max_ejection_percent")]
+    pub max_ejection_percent: u8,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        OutlierDetection {
+            consecutive_5xx: DEFAULT_CONSECUTIVE_5XX,
+            consecutive_gateway_errors: DEFAULT_CONSECUTIVE_GATEWAY_ERRORS,
+            interval_ms: DEFAULT_OUTLIER_INTERVAL_MS,
+            base_ejection_time_ms: DEFAULT_BASE_EJECTION_TIME_MS,
+            max_ejection_time_ms: DEFAULT_MAX_EJECTION_TIME_MS,
+            max_ejection_percent: DEFAULT_MAX_EJECTION_PERCENT,
+        }
+    }
+}
+
+fn default_consecutive_5xx() -> u32 {
+    DEFAULT_CONSECUTIVE_5XX
+}
+
+fn default_consecutive_gateway_errors() -> u32 {
+    DEFAULT_CONSECUTIVE_GATEWAY_ERRORS
+}
+
+fn default_outlier_interval() -> u64 {
+    DEFAULT_OUTLIER_INTERVAL_MS
+}
+
+fn default_base_ejection_time() -> u64 {
+    DEFAULT_BASE_EJECTION_TIME_MS
+}
+
+fn default_max_ejection_time() -> u64 {
+    DEFAULT_MAX_EJECTION_TIME_MS
+}
+
+fn default_max_ejection_percent() -> u8 {
+    DEFAULT_MAX_EJECTION_PERCENT
 }
 
 /// One fallback of a [`FailoverPolicy`]: exactly one of a cluster or a region.
@@ -94,6 +186,18 @@ const TARGET: Shape = Shape::Obj(&[
     opt("region", Shape::Check(checks::dns_label)),
 ]);
 
+/// One day in milliseconds: the upper bound of every duration field.
+pub(crate) const DAY_MS: i64 = 86_400_000;
+
+const OUTLIER_DETECTION: Shape = Shape::Obj(&[
+    opt("consecutive5xx", Shape::Int(0, 1_000_000)),
+    opt("consecutiveGatewayErrors", Shape::Int(0, 1_000_000)),
+    opt("intervalMs", Shape::Int(1, DAY_MS)),
+    opt("baseEjectionTimeMs", Shape::Int(1, DAY_MS)),
+    opt("maxEjectionTimeMs", Shape::Int(1, DAY_MS)),
+    opt("maxEjectionPercent", Shape::Int(0, 100)),
+]);
+
 /// The schema of a `MeshLink` (without `apiVersion` and `kind`).
 pub(crate) const MESH_LINK: Shape = Shape::Obj(&[
     req("metadata", META),
@@ -118,6 +222,7 @@ pub(crate) const FAILOVER_POLICY: Shape = Shape::Obj(&[
             req("targets", Shape::List(&TARGET)),
             opt("overprovisioningFactor", Shape::Int(100, 1000)),
             opt("panicThresholdPercent", Shape::Int(0, 100)),
+            opt("outlierDetection", OUTLIER_DETECTION),
         ]),
     ),
 ]);
@@ -130,6 +235,26 @@ impl MeshLink {
                 "spec.gatewayAddresses",
                 FieldErrorKind::Required,
             ));
+        }
+    }
+}
+
+impl FailoverPolicy {
+    /// Checks that span fields: `maxEjectionTimeMs` ≥ `baseEjectionTimeMs`.
+    pub(crate) fn validate(&self, errors: &mut Vec<FieldError>) {
+        if let Some(od) = &self.spec.outlier_detection {
+            if od.max_ejection_time_ms < od.base_ejection_time_ms {
+                errors.push(field_error(
+                    "spec.outlierDetection.maxEjectionTimeMs",
+                    FieldErrorKind::Invalid {
+                        value: od.max_ejection_time_ms.to_string(),
+                        detail: format!(
+                            "must be at least baseEjectionTimeMs ({})",
+                            od.base_ejection_time_ms
+                        ),
+                    },
+                ));
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! This crate owns the resource model: the kinds (`ServiceExport` and
 //! `ServiceImport` of the Multi-Cluster Services API, in `v1alpha1` and
-//! `v1beta1`; Isthmus's `MeshLink`, `FailoverPolicy` and `Workload`), strict parsing from
+//! `v1beta1`; Isthmus's `MeshLink`, `FailoverPolicy`, `TrafficPolicy` and `Workload`), strict parsing from
 //! a YAML stream or JSON, validation with kubectl-style field paths, and
 //! serialization back to YAML and JSON. It does no I/O and owns no storage,
 //! no controller logic and no API server.
@@ -31,6 +31,7 @@ mod meta;
 mod parse;
 mod resource;
 mod schema;
+mod traffic;
 mod workload;
 
 pub use error::{DocumentError, FieldError, FieldErrorKind, ParseErrors, Subject, SyntaxError};
@@ -38,7 +39,9 @@ pub use import::{
     derive_import, ClusterExport, ConflictReason, ExportConflict, ImportOutcome, CONFLICT_CONDITION,
 };
 pub use isthmus::{
-    FailoverPolicy, FailoverPolicySpec, FailoverTarget, MeshLink, MeshLinkSpec,
+    FailoverPolicy, FailoverPolicySpec, FailoverTarget, MeshLink, MeshLinkSpec, OutlierDetection,
+    DEFAULT_BASE_EJECTION_TIME_MS, DEFAULT_CONSECUTIVE_5XX, DEFAULT_CONSECUTIVE_GATEWAY_ERRORS,
+    DEFAULT_MAX_EJECTION_PERCENT, DEFAULT_MAX_EJECTION_TIME_MS, DEFAULT_OUTLIER_INTERVAL_MS,
     DEFAULT_OVERPROVISIONING_FACTOR, DEFAULT_PANIC_THRESHOLD_PERCENT, ISTHMUS_API_VERSION,
 };
 pub use mcs::{
@@ -49,6 +52,10 @@ pub use mcs::{
 pub use meta::{Condition, ConditionStatus, ObjectMeta, DEFAULT_NAMESPACE};
 pub use parse::{parse, parse_json, parse_yaml};
 pub use resource::{to_yaml_stream, Resource, SerializeError, KINDS};
+pub use traffic::{
+    BudgetSpec, CircuitBreakerSpec, RetriesSpec, TimeoutsSpec, TrafficPolicy, TrafficPolicySpec,
+    RETRY_ON_VALUES,
+};
 pub use workload::{Locality, Workload, WorkloadPort, WorkloadProtocol, WorkloadSpec};
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use crate::mcs::{McsVersion, ServiceExport, ServiceImport, SERVICE_EXPORT, SERVI
 use crate::meta::DEFAULT_NAMESPACE;
 use crate::resource::{Resource, KINDS};
 use crate::schema::{field_error, invalid, quoted_list, walk, Shape};
+use crate::traffic::TRAFFIC_POLICY;
 use crate::workload::WORKLOAD;
 
 /// Parses JSON when the input starts with `{` or `[`, YAML otherwise.
@@ -122,6 +123,9 @@ fn document(mut value: Value) -> Result<Resource, DocError> {
                 }),
             "MeshLink" => typed(&mut value, &MESH_LINK, &mut errors).map(Resource::MeshLink),
             "Workload" => typed(&mut value, &WORKLOAD, &mut errors).map(Resource::Workload),
+            "TrafficPolicy" => {
+                typed(&mut value, &TRAFFIC_POLICY, &mut errors).map(Resource::TrafficPolicy)
+            }
             _ => {
                 walk(&mut value, &FAILOVER_POLICY, "", &mut errors);
                 isthmus::validate_targets(&value, &mut errors);
@@ -133,7 +137,9 @@ fn document(mut value: Value) -> Result<Resource, DocError> {
             Resource::ServiceImport(si) => si.validate(&mut errors),
             Resource::MeshLink(ml) => ml.validate(&mut errors),
             Resource::Workload(w) => w.validate(&mut errors),
-            Resource::ServiceExport(_) | Resource::FailoverPolicy(_) => {}
+            Resource::FailoverPolicy(fp) => fp.validate(&mut errors),
+            Resource::TrafficPolicy(tp) => tp.validate(&mut errors),
+            Resource::ServiceExport(_) => {}
         }
     }
     match resource {

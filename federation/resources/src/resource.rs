@@ -6,6 +6,7 @@ use serde_json::Value;
 use crate::isthmus::{FailoverPolicy, MeshLink, ISTHMUS_API_VERSION};
 use crate::mcs::{ServiceExport, ServiceImport};
 use crate::meta::ObjectMeta;
+use crate::traffic::TrafficPolicy;
 use crate::workload::Workload;
 
 /// Every kind Isthmus accepts.
@@ -21,6 +22,8 @@ pub enum Resource {
     FailoverPolicy(FailoverPolicy),
     /// `isthmus.dev/v1alpha1` `Workload`.
     Workload(Workload),
+    /// `isthmus.dev/v1alpha1` `TrafficPolicy`.
+    TrafficPolicy(TrafficPolicy),
 }
 
 /// The kinds, with the `apiVersion`s each accepts.
@@ -42,6 +45,7 @@ pub const KINDS: &[(&str, &[&str])] = &[
     ("MeshLink", &[ISTHMUS_API_VERSION]),
     ("FailoverPolicy", &[ISTHMUS_API_VERSION]),
     ("Workload", &[ISTHMUS_API_VERSION]),
+    ("TrafficPolicy", &[ISTHMUS_API_VERSION]),
 ];
 
 /// Errors of serializing resources.
@@ -64,6 +68,7 @@ impl Resource {
             Self::MeshLink(_) => "MeshLink",
             Self::FailoverPolicy(_) => "FailoverPolicy",
             Self::Workload(_) => "Workload",
+            Self::TrafficPolicy(_) => "TrafficPolicy",
         }
     }
 
@@ -72,7 +77,10 @@ impl Resource {
         match self {
             Self::ServiceExport(r) => r.version.api_version(),
             Self::ServiceImport(r) => r.version.api_version(),
-            Self::MeshLink(_) | Self::FailoverPolicy(_) | Self::Workload(_) => ISTHMUS_API_VERSION,
+            Self::MeshLink(_)
+            | Self::FailoverPolicy(_)
+            | Self::Workload(_)
+            | Self::TrafficPolicy(_) => ISTHMUS_API_VERSION,
         }
     }
 
@@ -84,6 +92,7 @@ impl Resource {
             Self::MeshLink(r) => &r.metadata,
             Self::FailoverPolicy(r) => &r.metadata,
             Self::Workload(r) => &r.metadata,
+            Self::TrafficPolicy(r) => &r.metadata,
         }
     }
 
@@ -105,6 +114,7 @@ impl Resource {
             Self::MeshLink(r) => serde_json::to_value(r)?,
             Self::FailoverPolicy(r) => serde_json::to_value(r)?,
             Self::Workload(r) => serde_json::to_value(r)?,
+            Self::TrafficPolicy(r) => serde_json::to_value(r)?,
         };
         if let Some(map) = value.as_object_mut() {
             map.insert("apiVersion".to_owned(), self.api_version().into());

@@ -177,6 +177,9 @@ pub struct RawService {
     /// Other clusters exporting the service to us, in failover order.
     #[serde(default)]
     pub remote: Vec<RawRemote>,
+    /// Retries, timeouts and circuit breaking (H3, issue 6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resilience: Option<super::resilience::RawResilience>,
 }
 
 /// `services[i].endpoints[j]`.

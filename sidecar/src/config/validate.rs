@@ -53,7 +53,7 @@ pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Config
     }
     let mut services: Vec<Service> = Vec::with_capacity(raw.services.len());
     for (i, s) in raw.services.iter().enumerate() {
-        let svc = service(i, s, &raw.cluster, gateway.is_some())?;
+        let svc = service(i, s, &raw.cluster, gateway.is_some(), &raw.timeouts)?;
         if services
             .iter()
             .any(|o| o.service == svc.service && o.port == svc.port)
@@ -79,6 +79,7 @@ pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Config
                     port,
                     endpoints: Vec::new(),
                     remote: Vec::new(),
+                    resilience: crate::resilience::Resilience::default(),
                 });
             }
         }
@@ -317,6 +318,7 @@ fn service(
     s: &RawService,
     own_cluster: &str,
     has_gateway: bool,
+    global_timeouts: &super::raw::RawTimeouts,
 ) -> Result<Service, ConfigError> {
     let key =
         ServiceKey::parse(&s.service).map_err(|p| invalid(format!("services[{i}].service"), p))?;
@@ -371,11 +373,17 @@ fn service(
             format!("cluster {dup} is listed twice"),
         ));
     }
+    let resilience = super::resilience::resilience(
+        &format!("services[{i}].resilience"),
+        s.resilience.as_ref(),
+        global_timeouts,
+    )?;
     Ok(Service {
         service: key,
         port,
         endpoints,
         remote,
+        resilience,
     })
 }
 

@@ -18,8 +18,9 @@ use crate::plan::Candidate;
 use crate::runtime::{Shared, Snapshot};
 
 /// Connects to `candidate` and completes the inner TLS handshake (ALPN of
-/// `protocol`), all within `timeouts.connect_ms`. Marks direct endpoints
-/// healthy or failed.
+/// `protocol`), all within `connect_timeout` (the service's
+/// `resilience.timeouts.connect_ms`). Marks direct endpoints healthy or
+/// failed.
 ///
 /// # Errors
 /// [`ProxyError::Connect`], [`ProxyError::ConnectTimeout`],
@@ -29,10 +30,11 @@ pub async fn connect_tls(
     snapshot: &Snapshot,
     candidate: &Candidate,
     protocol: Protocol,
+    connect_timeout: std::time::Duration,
 ) -> Result<TlsStream<Transport>, ProxyError> {
-    let timeout = snapshot.config.timeouts.connect;
+    let timeout = connect_timeout;
     let attempt = async {
-        let transport = transport(shared, snapshot, candidate).await?;
+        let transport = transport(shared, snapshot, candidate, connect_timeout).await?;
         let config = shared
             .tls
             .client(candidate.final_identity(), protocol)
@@ -73,6 +75,7 @@ async fn transport(
     shared: &Arc<Shared>,
     snapshot: &Snapshot,
     candidate: &Candidate,
+    connect_timeout: std::time::Duration,
 ) -> Result<Transport, ProxyError> {
     match candidate {
         Candidate::Direct { addr, .. } => {
@@ -118,7 +121,7 @@ async fn transport(
             tracing::debug!(traceparent = ?header.traceparent, %cluster, "opening a tunnel stream");
             let stream = shared
                 .tunnel
-                .open(&gateway, &header, snapshot.config.timeouts.connect)
+                .open(&gateway, &header, connect_timeout)
                 .await
                 .map_err(|e| ProxyError::from_open(cluster, e))?;
             Ok(Transport::Tunnel(stream))

@@ -9,14 +9,13 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::client::conn::http2::SendRequest;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
@@ -25,11 +24,15 @@ use tokio::net::TcpStream;
 use crate::config::ServiceKey;
 use crate::config::{Outbound, Protocol};
 use crate::drain::draining;
-use crate::errors::{error_chain, error_response, ProxyError};
+use crate::errors::{error_chain, error_response, ProxyError, ERROR_HEADER};
 use crate::http_util::{strip_hop_by_hop, to_h2_request, Body};
 use crate::io::{sniff_http, PrefixedIo, Sniffed};
 use crate::metrics::{Direction, RequestRecorder};
+use crate::outbound::body::{Guarded, RequestBody};
+use crate::outbound::pool::Pooled;
 use crate::plan::{plan, Candidate, Target};
+use crate::resilience::retry::{self, Decision, Failure, Replay, Tries};
+use crate::resilience::{Resilience, ServiceState, ATTEMPTS_HEADER};
 use crate::runtime::{Shared, Snapshot};
 
 /// Serves one app connection on the outbound listener at `listen`.
@@ -167,14 +170,9 @@ async fn handle(
     // allocate.
     let method = req.method().clone();
     let uri = req.uri().clone();
-    let work = forward(&shared, &snapshot, entry, req);
-    let result = match snapshot.config.timeouts.request {
-        Some(limit) => tokio::time::timeout(limit, work)
-            .await
-            .unwrap_or(Err(ProxyError::RequestTimeout)),
-        None => work.await,
-    };
-    let resp = match result {
+    let attempts = AtomicU32::new(0);
+    let result = resilient(&shared, &snapshot, entry, req, &attempts).await;
+    let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => {
             let path = uri.path();
@@ -183,6 +181,11 @@ async fn handle(
             error_response(&e)
         }
     };
+    let attempts = attempts.load(Ordering::Relaxed);
+    if attempts > 1 {
+        resp.headers_mut()
+            .insert(ATTEMPTS_HEADER, http::HeaderValue::from(attempts));
+    }
     let status = resp.status().as_u16();
     match recorder {
         Some(r) if is_label_of(r.service(), &entry.service) => r.record(status, start.elapsed()),
@@ -200,11 +203,53 @@ fn is_label_of(label: &str, key: &ServiceKey) -> bool {
     label.split_once('/') == Some((key.namespace.as_str(), key.name.as_str()))
 }
 
-async fn forward(
+/// The request under its service's policy: the `max_requests` slot (held
+/// until the response body ends), one budget deposit, and the request
+/// timeout around every attempt. `attempts` counts the attempts made, also
+/// when the deadline cuts them short.
+async fn resilient(
     shared: &Arc<Shared>,
     snapshot: &Arc<Snapshot>,
     entry: &Outbound,
     req: Request<Incoming>,
+    attempts: &AtomicU32,
+) -> Result<Response<Body>, ProxyError> {
+    let policy = snapshot
+        .config
+        .service(&entry.service, entry.port)
+        .map(|s| s.resilience.clone())
+        .unwrap_or_default();
+    let state = shared
+        .resilience
+        .service(&entry.service, entry.port, &policy);
+    let slot = state
+        .circuit
+        .request(&policy.circuit_breaker)
+        .map_err(|limit| {
+            shared.resilience.count_circuit_open(&state, limit);
+            ProxyError::Overflow(limit)
+        })?;
+    state.budget.deposit();
+    let work = forward(shared, snapshot, entry, &policy, &state, req, attempts);
+    let resp = match policy.timeouts.request {
+        Some(limit) => tokio::time::timeout(limit, work)
+            .await
+            .unwrap_or(Err(ProxyError::RequestTimeout))?,
+        None => work.await?,
+    };
+    Ok(resp.map(|b| Guarded::new(b, slot).boxed()))
+}
+
+/// Tries the plan's candidates in order (wrapping around for retries after
+/// sending) until one answers or [`retry::decide`] says stop.
+async fn forward(
+    shared: &Arc<Shared>,
+    snapshot: &Arc<Snapshot>,
+    entry: &Outbound,
+    policy: &Resilience,
+    state: &ServiceState,
+    req: Request<Incoming>,
+    attempts: &AtomicU32,
 ) -> Result<Response<Body>, ProxyError> {
     if req.method() == http::Method::CONNECT || req.headers().contains_key(http::header::UPGRADE) {
         return Err(ProxyError::Unsupported(
@@ -226,47 +271,262 @@ async fn forward(
     let fallback = format!("{}.{}", entry.service.name, entry.service.namespace);
     let req = to_h2_request(req.map(|b| b.boxed()), &fallback)
         .map_err(|_| ProxyError::Unsupported("invalid host"))?;
-    let mut last = None;
-    for candidate in &plan.candidates {
-        match shared.upstreams.sender(shared, snapshot, candidate).await {
-            Ok(sender) => {
-                let mut resp = send(shared, snapshot, candidate, sender, req).await?;
-                strip_hop_by_hop(resp.headers_mut());
-                return Ok(resp.map(|b| b.boxed()));
-            }
-            Err(e) if e.try_next_candidate() => {
-                tracing::debug!(%candidate, error = %error_chain(&e), "candidate failed; trying the next");
-                last = Some(e);
-            }
-            Err(e) => return Err(e),
+    let (parts, body) = req.into_parts();
+    let mut body = RequestBody::prepare(body).await?;
+    let replay = Replay {
+        idempotent: retry::is_idempotent(&parts.method),
+        replayable: body.is_replayable(),
+    };
+    let n = plan.candidates.len();
+    let mut unreachable = vec![false; n];
+    let mut tries = Tries {
+        retries: 0,
+        not_sent: 0,
+        candidates: u32::try_from(n).unwrap_or(u32::MAX),
+    };
+    let mut i = 0;
+    loop {
+        let candidate = &plan.candidates[i];
+        attempts.fetch_add(1, Ordering::Relaxed);
+        // The body is always there: a streamed one is only taken by an
+        // attempt that sent it, after which `decide` never retries.
+        let Some(b) = body.take() else {
+            return Err(ProxyError::Unsupported("request body already sent"));
+        };
+        let req = rebuild(&parts, b);
+        let (failure, outcome) =
+            match attempt(shared, snapshot, candidate, policy, state, req).await {
+                Attempt::Response(resp) if is_proxy_503(&resp) => {
+                    report(shared, candidate, Reported::GatewayError);
+                    (Failure::Reject503, Ok(resp))
+                }
+                Attempt::Response(resp) => {
+                    let outcome = if resp.status().is_server_error() {
+                        Reported::Http5xx
+                    } else {
+                        Reported::Success
+                    };
+                    report(shared, candidate, outcome);
+                    return Ok(resp);
+                }
+                Attempt::Failed { error, unsent } => {
+                    if let Some(b) = unsent {
+                        body.give_back(b);
+                    }
+                    let Some(failure) = error.failure() else {
+                        return Err(error);
+                    };
+                    report(shared, candidate, Reported::GatewayError);
+                    tracing::debug!(%candidate, error = %error_chain(&error), "attempt failed");
+                    (failure, Err(error))
+                }
+            };
+        if failure == Failure::NotSent {
+            unreachable[i] = true;
+            tries.not_sent += 1;
         }
+        let reason = match retry::decide(&policy.retries, failure, replay, tries) {
+            Decision::Retry { reason, budgeted } => {
+                if budgeted && !state.budget.withdraw() {
+                    shared.resilience.count_budget_exhausted(state);
+                    tracing::debug!(service = %entry.service, "retry budget exhausted");
+                    return outcome;
+                }
+                if budgeted {
+                    tries.retries += 1;
+                }
+                reason
+            }
+            Decision::Stop(why) => {
+                tracing::debug!(service = %entry.service, ?why, "not retrying");
+                return outcome;
+            }
+        };
+        // The next candidate not known unreachable, wrapping around.
+        let Some(next) = (1..=n).map(|k| (i + k) % n).find(|j| !unreachable[*j]) else {
+            return outcome;
+        };
+        shared.resilience.count_retry(state, reason);
+        i = next;
     }
-    Err(
-        last.unwrap_or(ProxyError::Plan(crate::plan::PlanError::NoEndpoint {
-            service: entry.service.clone(),
-        })),
-    )
 }
 
-/// Sends `req` on `sender`. If the pooled connection turned out closed and
-/// the request was not sent, retries once on a fresh connection to the same
-/// candidate (safe: nothing reached the peer).
+/// What one attempt produced.
+enum Attempt {
+    /// A response head (maybe a proxy 503 to retry).
+    Response(Response<Body>),
+    /// No response; `unsent` is the body if it never left.
+    Failed {
+        error: ProxyError,
+        unsent: Option<Body>,
+    },
+}
+
+/// One attempt on `candidate`: a pooled connection (connecting if needed),
+/// then the request under the per-try timeout. A per-try timeout or a
+/// broken connection evicts that connection, so the retry opens a fresh
+/// one (a dead gateway must not swallow the retry too).
+async fn attempt(
+    shared: &Arc<Shared>,
+    snapshot: &Snapshot,
+    candidate: &Candidate,
+    policy: &Resilience,
+    state: &ServiceState,
+    req: Request<Body>,
+) -> Attempt {
+    let pooled = match shared
+        .upstreams
+        .sender(shared, snapshot, candidate, policy, state)
+        .await
+    {
+        Ok(p) => p,
+        Err(error) => {
+            return Attempt::Failed {
+                error,
+                unsent: Some(req.into_body()),
+            }
+        }
+    };
+    let id = pooled.id;
+    let watch = pooled.sender.clone();
+    let sent = send(shared, snapshot, candidate, policy, state, pooled, req);
+    let result = match policy.retries.per_try_timeout {
+        Some(limit) => match tokio::time::timeout(limit, sent).await {
+            Ok(r) => r,
+            Err(_) => {
+                shared.upstreams.evict(candidate, id);
+                return Attempt::Failed {
+                    error: ProxyError::PerTryTimeout,
+                    unsent: None,
+                };
+            }
+        },
+        None => sent.await,
+    };
+    match result {
+        Ok(mut resp) => {
+            strip_hop_by_hop(resp.headers_mut());
+            Attempt::Response(resp.map(|b| b.boxed()))
+        }
+        Err(Sent::Unsent(error, body)) => Attempt::Failed {
+            error,
+            unsent: Some(body),
+        },
+        Err(Sent::Failed(error)) => {
+            // A connection-level failure (closed, GOAWAY, I/O) takes the
+            // connection out; a stream reset leaves it to other requests.
+            if watch.is_closed() || is_connection_error(&error) {
+                shared.upstreams.evict(candidate, id);
+            }
+            Attempt::Failed {
+                error,
+                unsent: None,
+            }
+        }
+    }
+}
+
+/// Whether a send failure broke the whole connection (closed, I/O error,
+/// GOAWAY) rather than one stream.
+fn is_connection_error(e: &ProxyError) -> bool {
+    let ProxyError::Http(e) = e else {
+        return false;
+    };
+    if e.is_closed() || e.is_canceled() || e.is_incomplete_message() {
+        return true;
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.is_io() || h2.is_go_away();
+        }
+        if err.is::<std::io::Error>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Why [`send`] produced no response.
+enum Sent {
+    /// Nothing was sent; the body is given back.
+    Unsent(ProxyError, Body),
+    /// The request was (maybe partly) sent.
+    Failed(ProxyError),
+}
+
+/// Sends `req` on the pooled sender. If the pooled connection turned out
+/// closed and the request was not sent, retries once on a fresh
+/// connection to the same candidate (safe: nothing reached the peer).
 async fn send(
     shared: &Arc<Shared>,
     snapshot: &Snapshot,
     candidate: &Candidate,
-    mut sender: SendRequest<Body>,
+    policy: &Resilience,
+    state: &ServiceState,
+    mut pooled: Pooled,
     req: Request<Body>,
-) -> Result<Response<Incoming>, ProxyError> {
-    let unsent = match sender.try_send_request(req).await {
+) -> Result<Response<Incoming>, Sent> {
+    let unsent = match pooled.sender.try_send_request(req).await {
         Ok(resp) => return Ok(resp),
         Err(mut e) => match e.take_message() {
             Some(req) => req,
-            None => return Err(ProxyError::Http(e.into_error())),
+            None => return Err(Sent::Failed(ProxyError::Http(e.into_error()))),
         },
     };
     tracing::debug!(%candidate, "pooled connection closed before sending; reconnecting");
-    shared.upstreams.evict(candidate);
-    let mut sender = shared.upstreams.sender(shared, snapshot, candidate).await?;
-    sender.send_request(unsent).await.map_err(ProxyError::Http)
+    shared.upstreams.evict(candidate, pooled.id);
+    let mut fresh = match shared
+        .upstreams
+        .sender(shared, snapshot, candidate, policy, state)
+        .await
+    {
+        Ok(p) => p,
+        Err(error) => return Err(Sent::Unsent(error, unsent.into_body())),
+    };
+    match fresh.sender.try_send_request(unsent).await {
+        Ok(resp) => Ok(resp),
+        Err(mut e) => match e.take_message() {
+            Some(req) => Err(Sent::Unsent(
+                ProxyError::Http(e.into_error()),
+                req.into_body(),
+            )),
+            None => Err(Sent::Failed(ProxyError::Http(e.into_error()))),
+        },
+    }
+}
+
+/// A request from the kept head and `body`.
+fn rebuild(parts: &http::request::Parts, body: Body) -> Request<Body> {
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req
+}
+
+/// A 503 the peer proxy generated (it names why in `x-isthmus-error`),
+/// as opposed to one from the application.
+fn is_proxy_503(resp: &Response<Body>) -> bool {
+    resp.status() == http::StatusCode::SERVICE_UNAVAILABLE
+        && resp.headers().contains_key(ERROR_HEADER)
+}
+
+/// An attempt's outcome, for passive health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reported {
+    /// A response below 500.
+    Success,
+    /// A 5xx from the application.
+    Http5xx,
+    /// Connect failure, reset, tunnel reject or timeout, proxy 503.
+    GatewayError,
+}
+
+/// Reports an attempt's outcome to passive health (outlier detection).
+/// Direct connect failures are already marked by `connect_tls`.
+fn report(_shared: &Arc<Shared>, candidate: &Candidate, outcome: Reported) {
+    tracing::trace!(%candidate, ?outcome, "attempt outcome");
 }

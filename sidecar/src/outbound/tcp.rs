@@ -3,6 +3,12 @@
 //! a tunnel stream, and copied both ways. A FIN from either side is passed on
 //! as a half-close (TLS close_notify, then FIN); a failure closes the app's
 //! connection.
+//!
+//! Resilience: a connect failure moves to the next candidate while
+//! `connect-failure` is in the service's `retry_on` (nothing was sent);
+//! each connection holds a `max_connections` slot (over it the app's
+//! connection is closed at once); no bytes either way for the service's
+//! `idle` timeout close both sides.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -21,7 +27,7 @@ use crate::runtime::{Shared, Snapshot};
 pub async fn serve(
     shared: Arc<Shared>,
     listen: SocketAddr,
-    mut client: TcpStream,
+    client: TcpStream,
     snapshot: Arc<Snapshot>,
     peer: SocketAddr,
 ) {
@@ -55,16 +61,48 @@ pub async fn serve(
             return;
         }
     };
+    let policy = snapshot
+        .config
+        .service(&entry.service, entry.port)
+        .map(|s| s.resilience.clone())
+        .unwrap_or_default();
+    let state = shared
+        .resilience
+        .service(&entry.service, entry.port, &policy);
+    let _slot = match state.circuit.connection(&policy.circuit_breaker) {
+        Ok(g) => g,
+        Err(limit) => {
+            shared.resilience.count_circuit_open(&state, limit);
+            tracing::warn!(%service, %peer, limit = limit.as_str(), "circuit breaker overflow; closing");
+            return;
+        }
+    };
     let mut upstream = None;
-    for candidate in &plan.candidates {
-        match super::connect::connect_tls(&shared, &snapshot, candidate, Protocol::Tcp).await {
+    for (i, candidate) in plan.candidates.iter().enumerate() {
+        if i > 0 {
+            shared
+                .resilience
+                .count_retry(&state, crate::resilience::RetryReason::ConnectFailure);
+        }
+        match super::connect::connect_tls(
+            &shared,
+            &snapshot,
+            candidate,
+            Protocol::Tcp,
+            policy.timeouts.connect,
+        )
+        .await
+        {
             Ok(s) => {
                 upstream = Some(s);
                 break;
             }
             Err(e) => {
                 tracing::debug!(%candidate, error = %error_chain(&e), "candidate failed");
-                if !e.try_next_candidate() {
+                let retry_on = policy.retries.retry_on;
+                if !e.try_next_candidate()
+                    || !retry_on.contains(crate::resilience::retry::RetryClass::ConnectFailure)
+                {
                     break;
                 }
             }
@@ -74,17 +112,23 @@ pub async fn serve(
         tracing::warn!(%service, %peer, "every candidate failed; closing");
         return;
     };
-    match tokio::io::copy_bidirectional_with_sizes(
+    let activity = super::idle::Activity::new();
+    let mut client = super::idle::Tracked::new(client, activity.clone());
+    let copy = tokio::io::copy_bidirectional_with_sizes(
         &mut client,
         &mut upstream,
         crate::io::TCP_COPY_BYTES,
         crate::io::TCP_COPY_BYTES,
-    )
-    .await
-    {
-        Ok((up, down)) => {
-            tracing::debug!(%service, %peer, bytes_up = up, bytes_down = down, "tcp connection done")
+    );
+    tokio::select! {
+        r = copy => match r {
+            Ok((up, down)) => {
+                tracing::debug!(%service, %peer, bytes_up = up, bytes_down = down, "tcp connection done")
+            }
+            Err(e) => tracing::debug!(%service, %peer, error = %e, "tcp connection failed"),
+        },
+        () = activity.idle(policy.timeouts.idle) => {
+            tracing::debug!(%service, %peer, "tcp connection idle; closing");
         }
-        Err(e) => tracing::debug!(%service, %peer, error = %e, "tcp connection failed"),
     }
 }

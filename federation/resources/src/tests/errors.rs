@@ -116,7 +116,7 @@ fn field_errors_name_their_path() {
 fn unknown_kind_and_api_version_are_named() {
     let cases = [
         ("apiVersion: v1\nkind: Service\nmetadata: {name: web}\n",
-         "document 1 (Service default/web): kind: Unsupported value: \"Service\": supported values: \"ServiceExport\", \"ServiceImport\", \"MeshLink\", \"FailoverPolicy\", \"Workload\""),
+         "document 1 (Service default/web): kind: Unsupported value: \"Service\": supported values: \"ServiceExport\", \"ServiceImport\", \"MeshLink\", \"FailoverPolicy\", \"Workload\", \"TrafficPolicy\""),
         ("apiVersion: multicluster.x-k8s.io/v2\nkind: ServiceExport\nmetadata: {name: web}\n",
          "document 1 (ServiceExport default/web): apiVersion: Unsupported value: \"multicluster.x-k8s.io/v2\": supported values: \"multicluster.x-k8s.io/v1alpha1\", \"multicluster.x-k8s.io/v1beta1\""),
         ("apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: MeshLink\nmetadata: {name: b}\n",

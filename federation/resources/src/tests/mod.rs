@@ -5,4 +5,5 @@ mod examples;
 mod import;
 mod props;
 mod roundtrip;
+mod traffic;
 mod workload;

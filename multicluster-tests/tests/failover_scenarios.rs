@@ -46,8 +46,10 @@ const PATH: &str = "/ok.txt";
 const ONE_WAY: Duration = Duration::from_millis(15);
 /// `baseEjectionTimeMs` of the policy: how long a dead host stays out.
 const BASE_EJECTION: Duration = Duration::from_secs(5);
-/// Per-try timeout of the retry policy.
-const PER_TRY_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Per-try timeout of the retry policy: over ten RTTs, so a slow answer
+/// on a loaded machine is rarely retried, yet a request stuck on a dead
+/// pooled connection moves on quickly.
+const PER_TRY_TIMEOUT: Duration = Duration::from_millis(500);
 /// Retries after the first try.
 const RETRY_ATTEMPTS: u32 = 3;
 /// How long a gateway waits for a peer replica to answer an OPEN.

@@ -51,6 +51,11 @@ pub fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
             }
         }
         "/metrics" => {
+            let snapshot = shared.snapshot();
+            let status = shared
+                .health
+                .status(&snapshot.config, std::time::Instant::now());
+            shared.metrics.set_priority_load(&status);
             let mut out = String::new();
             match prometheus_client::encoding::text::encode(&mut out, &shared.registry) {
                 Ok(()) => {
@@ -67,13 +72,26 @@ pub fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
             }
         }
         "/config_dump" => {
-            let mut r = Response::new(full(shared.snapshot().config.to_json()));
+            let mut r = Response::new(full(config_dump(shared)));
             r.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// The effective config with, under `failover_status`, each service's
+/// priority load, ejected hosts and remote marks now.
+fn config_dump(shared: &Shared) -> String {
+    let snapshot = shared.snapshot();
+    let config = &snapshot.config;
+    let status = shared.health.status(config, std::time::Instant::now());
+    let mut dump = serde_json::to_value(config).unwrap_or_default();
+    if let (Some(map), Ok(status)) = (dump.as_object_mut(), serde_json::to_value(&status)) {
+        map.insert("failover_status".to_owned(), status);
+    }
+    serde_json::to_string_pretty(&dump).unwrap_or_else(|_| config.to_json())
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Body> {

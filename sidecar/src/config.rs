@@ -17,6 +17,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use mesh_failover::{Health, OutlierConfig};
+use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 use trust_bundle::config::IdentityConfig;
 use trust_bundle::{SpiffeId, TrustDomain};
@@ -311,6 +313,9 @@ pub struct Service {
     pub remote: Vec<Remote>,
     /// Retries, timeouts and circuit breaking (H3, issue 6).
     pub resilience: crate::resilience::Resilience,
+    /// Priority load, locality weights and outlier detection (section
+    /// `failover`).
+    pub failover: FailoverSettings,
 }
 
 /// An endpoint in this cluster.
@@ -323,6 +328,18 @@ pub struct Endpoint {
     /// Where it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub locality: Option<Locality>,
+    /// Its priority level (0 = highest; FAILOVER-REFERENCE §1): EDS
+    /// `LocalityLbEndpoints.priority`, or from `assign_priorities` in static
+    /// mode.
+    pub priority: u32,
+    /// The weight of its locality (≥ 1; EDS `load_balancing_weight` of the
+    /// locality, YAML `weight`); endpoints of one locality share it (the
+    /// largest counts).
+    pub weight: u32,
+    /// Whether the source reports it healthy (EDS `health_status` UNKNOWN or
+    /// HEALTHY; always in static mode). Unhealthy endpoints stay in the
+    /// model: they count in their level's total.
+    pub healthy: bool,
 }
 
 /// Another cluster that exports a service to us.
@@ -332,7 +349,81 @@ pub struct Remote {
     pub cluster: String,
     /// The identity its workloads present (checked end to end by our TLS).
     pub spiffe_id: SpiffeId,
+    /// Its priority level (0 = highest).
+    pub priority: u32,
+    /// Its locality weight (≥ 1).
+    pub weight: u32,
+    /// Peer-reported healthy and total endpoint counts of that cluster's
+    /// locality (EDS `isthmus.dev/tunnel` metadata; 1/1 in static mode).
+    #[serde(serialize_with = "health")]
+    pub health: Health,
 }
+
+// ---- failover settings (H2; issue 6) ----
+
+/// Default `failover.overprovisioning_factor`, percent (Envoy's 1.4).
+pub const DEFAULT_OVERPROVISIONING_FACTOR: u32 = mesh_failover::DEFAULT_OVERPROVISIONING_FACTOR;
+/// Default `failover.panic_threshold_percent` (Envoy's 50%).
+pub const DEFAULT_PANIC_THRESHOLD_PERCENT: u32 = mesh_failover::DEFAULT_PANIC_THRESHOLD_PERCENT;
+
+/// How one service spreads load over priority levels and localities and
+/// ejects failing hosts (FAILOVER-REFERENCE §1–3, §7; YAML
+/// `services[i].failover`, or CLA `policy` and CDS in control-plane mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailoverSettings {
+    /// A level or locality counts as fully healthy until its healthy share
+    /// times this factor falls under 100; percent (140 = 1.4).
+    pub overprovisioning_factor: u32,
+    /// A level whose availability is under this balances over all its
+    /// hosts (panic); percent, 0 disables.
+    pub panic_threshold_percent: u32,
+    /// Passive outlier detection of hosts.
+    pub outlier: OutlierConfig,
+}
+
+impl Default for FailoverSettings {
+    fn default() -> Self {
+        FailoverSettings {
+            overprovisioning_factor: DEFAULT_OVERPROVISIONING_FACTOR,
+            panic_threshold_percent: DEFAULT_PANIC_THRESHOLD_PERCENT,
+            outlier: OutlierConfig::default(),
+        }
+    }
+}
+
+impl Serialize for FailoverSettings {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let o = &self.outlier;
+        let mut out = s.serialize_struct("FailoverSettings", 3)?;
+        out.serialize_field("overprovisioning_factor", &self.overprovisioning_factor)?;
+        out.serialize_field("panic_threshold_percent", &self.panic_threshold_percent)?;
+        out.serialize_field(
+            "outlier_detection",
+            &serde_json::json!({
+                "consecutive_5xx": o.consecutive_5xx,
+                "consecutive_gateway_errors": o.consecutive_gateway_failure,
+                "interval_ms": millis(o.interval),
+                "base_ejection_time_ms": millis(o.base_ejection_time),
+                "max_ejection_time_ms": millis(o.max_ejection_time),
+                "max_ejection_percent": o.max_ejection_percent,
+            }),
+        )?;
+        out.end()
+    }
+}
+
+fn health<S: Serializer>(h: &Health, s: S) -> Result<S::Ok, S::Error> {
+    let mut out = s.serialize_struct("Health", 2)?;
+    out.serialize_field("healthy", &h.healthy)?;
+    out.serialize_field("total", &h.total)?;
+    out.end()
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+// ---- end failover settings ----
 
 /// Timeouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

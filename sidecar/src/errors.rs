@@ -206,6 +206,11 @@ pub fn rescue(e: &ProxyError) -> Rescue {
 /// (NO_ERROR) whose last stream id is below ours. A GOAWAY with an error
 /// code also fails streams the peer may have processed, so it is a reset.
 pub fn is_refused(e: &hyper::Error) -> bool {
+    refused_in_chain(e)
+}
+
+/// [`is_refused`] over any error chain: decided by the first `h2::Error`.
+fn refused_in_chain(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(h2) = err.downcast_ref::<h2::Error>() {
@@ -363,6 +368,23 @@ mod tests {
         assert!(!ProxyError::RequestTimeout.try_next_candidate());
         assert!(!ProxyError::PerTryTimeout.try_next_candidate());
         assert!(!ProxyError::Plan(PlanError::NoEndpoint { service: key() }).try_next_candidate());
+    }
+
+    #[test]
+    fn only_refused_streams_count_as_unprocessed() {
+        let refused = h2::Error::from(h2::Reason::REFUSED_STREAM);
+        assert!(refused_in_chain(&refused));
+        let internal = h2::Error::from(h2::Reason::INTERNAL_ERROR);
+        assert!(!refused_in_chain(&internal));
+        // A reset with NO_ERROR that is not a GOAWAY may have been processed.
+        assert!(!refused_in_chain(&h2::Error::from(h2::Reason::NO_ERROR)));
+        let io = std::io::Error::other("broken pipe");
+        assert!(!refused_in_chain(&io));
+        // Wrapped (as hyper wraps it): found through the source chain.
+        #[derive(Debug, thiserror::Error)]
+        #[error("wrapper")]
+        struct Wrap(#[source] h2::Error);
+        assert!(refused_in_chain(&Wrap(refused)));
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! - routing: a pure [`plan::plan`] from a config snapshot to ordered
 //!   candidates (local endpoints first, then remote clusters through the
 //!   local east-west gateway), naming next-hop and final identities apart;
+//! - resilience per upstream service ([`resilience`]): retries with a
+//!   budget, per-try, request, idle and connect timeouts, circuit breaking;
 //! - the tunnel client toward the local gateway ([`tunnel`]);
 //! - the admin listener ([`admin`]), metrics ([`metrics`]), config
 //!   ([`config`]), reload and drain ([`runtime`]).
@@ -38,6 +40,7 @@ pub mod health;
 pub mod http_util;
 pub mod inbound;
 pub mod io;
+pub mod lb;
 pub mod metrics;
 pub mod outbound;
 pub mod plan;

@@ -80,6 +80,22 @@ pub struct ReloadLabels {
     pub result: &'static str,
 }
 
+/// Labels of `isthmus_outlier_ejections_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct OutlierLabels {
+    /// `namespace/name` of the upstream service.
+    pub service: String,
+}
+
+/// Labels of `isthmus_priority_load_percent`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct PriorityLabels {
+    /// `namespace/name` of the upstream service.
+    pub service: String,
+    /// The level, 0 = highest (levels nobody occupies are skipped).
+    pub priority: u32,
+}
+
 /// Every family the sidecar reports.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -103,6 +119,12 @@ pub struct Metrics {
     pub active_connections: Gauge,
     /// `isthmus_sidecar_config_reloads_total{result}`.
     pub reloads: Family<ReloadLabels, Counter>,
+    /// `isthmus_outlier_ejections_total{service}`: hosts taken out of
+    /// rotation (outlier ejections, failfast and remote marks).
+    pub outlier_ejections: Family<OutlierLabels, Counter>,
+    /// `isthmus_priority_load_percent{service,priority}`: share of new
+    /// requests each priority level gets now, percent.
+    pub priority_load: Family<PriorityLabels, Gauge>,
 }
 
 impl Direction {
@@ -153,6 +175,8 @@ impl Metrics {
             inbound_handshakes: Family::default(),
             active_connections: Gauge::default(),
             reloads: Family::default(),
+            outlier_ejections: Family::default(),
+            priority_load: Family::default(),
         };
         registry.register(
             "isthmus_sidecar_requests",
@@ -194,7 +218,33 @@ impl Metrics {
             "Config reloads by result",
             m.reloads.clone(),
         );
+        registry.register(
+            "isthmus_outlier_ejections",
+            "Hosts taken out of rotation by outlier detection, failfast or a remote mark",
+            m.outlier_ejections.clone(),
+        );
+        registry.register(
+            "isthmus_priority_load_percent",
+            "Share of new requests per priority level, percent",
+            m.priority_load.clone(),
+        );
         m
+    }
+
+    /// Sets `isthmus_priority_load_percent` from `status` (levels of
+    /// services no longer listed are dropped).
+    pub fn set_priority_load(&self, status: &[crate::health::ServiceStatus]) {
+        self.priority_load.clear();
+        for s in status {
+            for (priority, percent) in s.priority_load.iter().enumerate() {
+                self.priority_load
+                    .get_or_create(&PriorityLabels {
+                        service: s.service.clone(),
+                        priority: u32::try_from(priority).unwrap_or(u32::MAX),
+                    })
+                    .set(i64::from(*percent));
+            }
+        }
     }
 
     /// A recorder for requests of one `direction` and `service`, meant to

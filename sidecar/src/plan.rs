@@ -1,14 +1,35 @@
 //! Routing decisions: a pure function from a config snapshot, a target and a
 //! health view to an ordered [`Plan`] of candidates (STYLE.md habit 4).
 //!
-//! Order: healthy endpoints of this cluster (round robin, rotated by the
-//! counter the caller passes), then the `remote` clusters in config order
-//! through the local gateway, then — as a last resort, when nothing else is
-//! left — the local endpoints currently marked unhealthy. An outbound
-//! `cluster:` pin restricts the plan to that cluster. Each candidate names
-//! the identity of the next hop and of the final workload separately: the
-//! same for a direct hop, the gateway and the remote workload through a
-//! tunnel.
+//! Order ([`crate::lb::Levels::order`]; docs/reference/data-path-config.md,
+//! "Endpoint choice"): the first candidate is chosen by priority load (the
+//! levels' health with the service's overprovisioning factor and panic
+//! threshold), then by locality share (locality weights), then round robin
+//! inside the locality (rotated by the counter the caller passes); the rest
+//! follow in fallback order — the rest of that locality and level, then the
+//! other levels by priority — so a retry never picks the same host first;
+//! hosts that are down come last, as a last resort. An outbound `cluster:`
+//! pin restricts the plan to that cluster. Each candidate names the
+//! identity of the next hop and of the final workload separately: the same
+//! for a direct hop, the gateway and the remote workload through a tunnel.
+//!
+//! # Reporting outcomes (the API resilience code calls)
+//!
+//! Every attempt on a candidate must be reported, once, with
+//! [`crate::health::HealthState::report`]:
+//!
+//! ```ignore
+//! shared.health.report(&target, &candidate, Outcome::Status(resp.status().as_u16()), Instant::now());
+//! // or, when the attempt failed before a response head:
+//! if let Some(o) = Outcome::of_error(&candidate, &err) {
+//!     shared.health.report(&target, &candidate, o, Instant::now());
+//! }
+//! ```
+//!
+//! [`crate::health::Outcome`] says what counts: 5xx responses and gateway
+//! errors feed outlier detection; a connect or TLS failure marks the host
+//! down at once; a tunnel reject (except `unauthorized`) or a tunnel open
+//! timeout marks that remote cluster down at once.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -16,6 +37,9 @@ use std::net::SocketAddr;
 use trust_bundle::SpiffeId;
 
 use crate::config::{Config, ServiceKey};
+use crate::lb::{Host, Levels};
+
+pub use crate::lb::{AllHealthy, HealthView};
 
 /// What an outbound listener wants to reach.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -27,16 +51,6 @@ pub struct Target {
     /// Only this cluster (our own: local endpoints only).
     pub cluster: Option<String>,
 }
-
-/// Whether a local endpoint is believed healthy.
-pub trait HealthView {
-    /// `true` unless the endpoint at `addr` is known to be failing.
-    fn is_healthy(&self, addr: SocketAddr) -> bool;
-}
-
-/// Every endpoint healthy (tests, and no health information).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AllHealthy;
 
 /// Candidates in the order to try them; never empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,62 +138,41 @@ pub fn plan(
         Some(c) if c == config.cluster => (true, Some(c)),
         Some(c) => (false, Some(c)),
     };
-
-    let mut candidates = Vec::new();
-    let mut unhealthy = Vec::new();
-    if use_local {
-        let (healthy, sick): (Vec<_>, Vec<_>) = svc
-            .endpoints
-            .iter()
-            .partition(|e| health.is_healthy(e.address));
-        if !healthy.is_empty() {
-            let start = rotation % healthy.len();
-            for e in healthy[start..].iter().chain(&healthy[..start]) {
-                candidates.push(Candidate::Direct {
-                    addr: e.address,
-                    identity: e.spiffe_id.clone(),
-                });
-            }
-        }
-        unhealthy = sick
-            .into_iter()
-            .map(|e| Candidate::Direct {
-                addr: e.address,
-                identity: e.spiffe_id.clone(),
-            })
-            .collect();
-    }
-
-    let local_only = target.cluster.as_deref() == Some(config.cluster.as_str());
-    if !local_only {
-        let remotes = svc
-            .remote
-            .iter()
-            .filter(|r| r.cluster != config.cluster)
-            .filter(|r| remote_filter.is_none_or(|c| c == r.cluster));
-        let mut any_remote = false;
-        for r in remotes {
-            any_remote = true;
-            if let Some(gw) = &config.gateway {
-                candidates.push(Candidate::ViaGateway {
-                    gateway_addr: gw.address,
-                    gateway_identity: gw.spiffe_id.clone(),
-                    cluster: r.cluster.clone(),
-                    service: svc.service.clone(),
-                    port: svc.port,
-                    final_identity: r.spiffe_id.clone(),
-                });
-            }
-        }
-        if let (false, Some(c)) = (any_remote, remote_filter) {
+    if let (false, Some(c)) = (use_local, remote_filter) {
+        if !svc.remote.iter().any(|r| r.cluster == c) {
             return Err(PlanError::ClusterUnavailable {
                 cluster: c.to_owned(),
                 service: svc.service.clone(),
             });
         }
     }
-
-    candidates.extend(unhealthy);
+    let gateway = config.gateway.as_ref();
+    let levels = Levels::new(svc, health, use_local, |r| {
+        gateway.is_some()
+            && r.cluster != config.cluster
+            && remote_filter.is_none_or(|c| c == r.cluster)
+    });
+    let mut candidates = Vec::new();
+    for host in levels.order(rotation).hosts {
+        match host {
+            Host::Endpoint(e) => candidates.push(Candidate::Direct {
+                addr: e.address,
+                identity: e.spiffe_id.clone(),
+            }),
+            Host::Remote(r) => {
+                if let Some(gw) = gateway {
+                    candidates.push(Candidate::ViaGateway {
+                        gateway_addr: gw.address,
+                        gateway_identity: gw.spiffe_id.clone(),
+                        cluster: r.cluster.clone(),
+                        service: svc.service.clone(),
+                        port: svc.port,
+                        final_identity: r.spiffe_id.clone(),
+                    });
+                }
+            }
+        }
+    }
     if candidates.is_empty() {
         return Err(PlanError::NoEndpoint {
             service: svc.service.clone(),
@@ -205,12 +198,6 @@ impl Candidate {
             Candidate::Direct { identity, .. } => identity,
             Candidate::ViaGateway { final_identity, .. } => final_identity,
         }
-    }
-}
-
-impl HealthView for AllHealthy {
-    fn is_healthy(&self, _addr: SocketAddr) -> bool {
-        true
     }
 }
 

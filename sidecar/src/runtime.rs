@@ -28,7 +28,7 @@ use trust_bundle::SpiffeId;
 use crate::config::{Config, ConfigError, ListenerKind};
 use crate::control::{self, ControlError, ControlHandle};
 use crate::drain::Drain;
-use crate::health::HealthTracker;
+use crate::health::HealthState;
 use crate::metrics::{Metrics, ReloadLabels};
 use crate::outbound::pool::H2Pool;
 use crate::tls::TlsContext;
@@ -58,8 +58,9 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The registry `/metrics` encodes.
     pub registry: Registry,
-    /// Passive endpoint health.
-    pub health: HealthTracker,
+    /// Passive health of hosts (outlier detection, failfast and remote
+    /// marks); report attempts with [`HealthState::report`].
+    pub health: HealthState,
     /// HTTP/2 connections to peer sidecars.
     pub upstreams: H2Pool,
     /// Retry budgets, circuit counters and their metrics, per service.
@@ -194,6 +195,7 @@ impl Shared {
             }
         };
         let reachable = snapshot.config.all_candidates();
+        self.health.sync(&snapshot.config);
         self.snapshot.send_replace(Arc::new(snapshot));
         self.upstreams.retain(|c| reachable.contains(c));
         tracing::info!(
@@ -261,6 +263,8 @@ impl Sidecar {
             })?;
             bound.push((*addr, l));
         }
+        let health = HealthState::new(metrics.outlier_ejections.clone());
+        health.sync(&snapshot.config);
         let shared = Arc::new(Shared {
             snapshot: watch::channel(Arc::new(snapshot)).0,
             id: identity.id.clone(),
@@ -268,7 +272,7 @@ impl Sidecar {
             tunnel,
             metrics,
             registry,
-            health: HealthTracker::new(),
+            health,
             upstreams: H2Pool::new(),
             resilience,
             apps,
@@ -282,6 +286,7 @@ impl Sidecar {
             listeners.insert(addr, spawn_listener(shared.clone(), addr, l));
         }
         let (rotation_stop, rotation_rx) = watch::channel(false);
+        tokio::spawn(health_timer(shared.clone(), rotation_stop.subscribe()));
         if let Some(issuer) = identity.issuer.clone() {
             tokio::spawn(trust_bundle::source::run_rotation(
                 identity.source.clone(),
@@ -423,6 +428,7 @@ impl Sidecar {
                 .set_subscriptions(control::subscriptions(&snapshot.config));
         }
         let reachable = snapshot.config.all_candidates();
+        self.shared.health.sync(&snapshot.config);
         self.shared.snapshot.send_replace(Arc::new(snapshot));
         drop(xds);
         // Pooled HTTP/2 connections to peers no longer in the catalog close
@@ -492,6 +498,29 @@ async fn follow_xds(
             c = rx.changed() => if c.is_err() { return },
             r = stop.wait_for(|s| *s) => { let _ = r; return; }
         }
+    }
+}
+
+/// Drives the outlier detectors' interval work and keeps the priority-load
+/// gauges current, until `stop` (drain).
+async fn health_timer(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let now = std::time::Instant::now();
+        let next = shared
+            .health
+            .poll_timeout()
+            .map_or(crate::health::MAX_TICK, |t| {
+                t.saturating_duration_since(now)
+            })
+            .min(crate::health::MAX_TICK);
+        tokio::select! {
+            () = tokio::time::sleep(next) => {}
+            r = stop.wait_for(|s| *s) => { let _ = r; return; }
+        }
+        let now = std::time::Instant::now();
+        shared.health.handle_interval(now);
+        let status = shared.health.status(&shared.snapshot().config, now);
+        shared.metrics.set_priority_load(&status);
     }
 }
 

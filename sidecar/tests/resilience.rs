@@ -32,6 +32,9 @@ enum Act {
     ProxyReject,
     /// 503 from the application (no `x-isthmus-error`).
     App503,
+    /// 502 `app unavailable`, as a peer sidecar answers when its app is
+    /// down.
+    AppUnavailable,
     /// Never answers.
     Hang,
 }
@@ -41,9 +44,17 @@ enum Act {
 struct Peer {
     addr: SocketAddr,
     requests: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
 }
 
 async fn peer(pki: &Pki, script: fn(usize) -> Act) -> Peer {
+    peer_by_connection(pki, script, |_| false).await
+}
+
+/// As [`peer`], but every request on a connection for which `stuck`
+/// (0-based connection number) is true hangs.
+async fn peer_by_connection(pki: &Pki, script: fn(usize) -> Act, stuck: fn(usize) -> bool) -> Peer {
     let id = SpiffeId::parse(&id("backend")).unwrap();
     let svid = pki
         .ca_a
@@ -64,6 +75,10 @@ async fn peer(pki: &Pki, script: fn(usize) -> Act) -> Peer {
     let addr = listener.local_addr().unwrap();
     let requests = Arc::new(AtomicUsize::new(0));
     let counter = requests.clone();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let conns = connections.clone();
+    let closed = Arc::new(AtomicUsize::new(0));
+    let ends = closed.clone();
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
@@ -71,6 +86,8 @@ async fn peer(pki: &Pki, script: fn(usize) -> Act) -> Peer {
             };
             let acceptor = acceptor.clone();
             let counter = counter.clone();
+            let conn_no = conns.fetch_add(1, Ordering::SeqCst);
+            let ends = ends.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
@@ -79,12 +96,18 @@ async fn peer(pki: &Pki, script: fn(usize) -> Act) -> Peer {
                     let n = counter.fetch_add(1, Ordering::SeqCst);
                     async move {
                         let _ = req.into_body().collect().await;
-                        match script(n) {
+                        let act = if stuck(conn_no) { Act::Hang } else { script(n) };
+                        match act {
                             Act::Ok => Ok(Response::new(Full::new(Bytes::from_static(b"ok")))),
                             Act::Reset => Err(std::io::Error::other("reset by the fake")),
                             Act::ProxyReject => Ok(Response::builder()
                                 .status(503)
                                 .header("x-isthmus-error", "no healthy endpoint")
+                                .body(Full::new(Bytes::new()))
+                                .unwrap()),
+                            Act::AppUnavailable => Ok(Response::builder()
+                                .status(502)
+                                .header("x-isthmus-error", "app unavailable")
                                 .body(Full::new(Bytes::new()))
                                 .unwrap()),
                             Act::App503 => Ok(Response::builder()
@@ -101,10 +124,16 @@ async fn peer(pki: &Pki, script: fn(usize) -> Act) -> Peer {
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tls), svc)
                     .await;
+                ends.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
-    Peer { addr, requests }
+    Peer {
+        addr,
+        requests,
+        connections,
+        closed,
+    }
 }
 
 struct Front {
@@ -220,6 +249,14 @@ async fn a_proxy_503_is_retried_and_an_app_503_or_a_post_is_not() {
     assert_eq!((status, attempts(&h)), (503, Some("3")));
     assert_eq!(p.requests.load(Ordering::SeqCst), 4);
 
+    // A backend that died behind a live sidecar: the next endpoint serves.
+    let dead = peer(&pki, |_| Act::AppUnavailable).await;
+    let live = peer(&pki, |_| Act::Ok).await;
+    let f = front(&pki, &[dead.addr, live.addr], "{}").await;
+    let (status, h) = request(f.out, "GET", b"").await;
+    assert_eq!((status, attempts(&h)), (200, Some("2")));
+    assert_eq!(live.requests.load(Ordering::SeqCst), 1);
+
     let p = peer(&pki, |_| Act::App503).await;
     let f = front(&pki, &[p.addr], "{}").await;
     let (status, h) = request(f.out, "GET", b"").await;
@@ -318,5 +355,136 @@ async fn an_exhausted_budget_stops_retries() {
             &format!("isthmus_retry_budget_exhausted_total{{{SVC}}}")
         ),
         1.0
+    );
+}
+
+#[tokio::test]
+async fn an_idle_tcp_connection_is_closed_after_idle_ms() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new();
+    let echo = start_tcp_echo().await;
+    let [back_admin, front_admin, in_tcp, out_tcp] = std::array::from_fn(|_| free_addr());
+    let back_yaml = format!(
+        "cluster: cluster-a\n{identity}admin: {back_admin}\ninbound:\n\
+  - {{ listen: \"{in_tcp}\", protocol: tcp, app: \"{echo}\", allow: [\"{front}\"] }}\n",
+        identity = pki.identity_yaml("backend"),
+        front = id("frontend"),
+    );
+    let front_yaml = format!(
+        "cluster: cluster-a\n{identity}admin: {front_admin}\noutbound:\n\
+  - {{ listen: \"{out_tcp}\", service: default/echo, port: 9000, protocol: tcp }}\n\
+services:\n\
+  - {{ service: default/echo, port: 9000, endpoints: [{{ address: \"{in_tcp}\", spiffe_id: \"{back}\" }}], resilience: {{ timeouts: {{ idle_ms: 300 }} }} }}\n",
+        identity = pki.identity_yaml("frontend"),
+        back = id("backend"),
+    );
+    let (_back, _) = start_sidecar(&pki, "back", &back_yaml).await;
+    let (_front, _) = start_sidecar(&pki, "front", &front_yaml).await;
+    let mut s = tokio::net::TcpStream::connect(out_tcp).await.unwrap();
+    s.write_all(b"hi").await.unwrap();
+    let mut two = [0u8; 2];
+    s.read_exact(&mut two).await.unwrap();
+    assert_eq!(&two, b"hi");
+    let quiet = Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    let took = quiet.elapsed();
+    assert!(read.is_ok(), "still open after 5 s");
+    assert!(took >= Duration::from_millis(250), "{took:?}");
+    assert!(
+        rest.is_empty(),
+        "closed without the app's goodbye: {rest:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_per_try_timeout_evicts_the_connection_so_the_retry_opens_a_fresh_one() {
+    let pki = Pki::new();
+    // Everything on the first connection hangs (a dead path behind a live
+    // socket); later connections answer.
+    let p = peer_by_connection(&pki, |_| Act::Ok, |conn| conn == 0).await;
+    let f = front(&pki, &[p.addr], "{ retries: { per_try_timeout_ms: 300 } }").await;
+    let (status, h) = request(f.out, "GET", b"").await;
+    assert_eq!((status, attempts(&h)), (200, Some("2")));
+    assert_eq!(
+        p.connections.load(Ordering::SeqCst),
+        2,
+        "the retry used a new connection"
+    );
+    // And the next request uses the fresh connection, not the stuck one.
+    let (status, h) = request(f.out, "GET", b"").await;
+    assert_eq!((status, attempts(&h)), (200, None));
+    assert_eq!(p.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn over_max_connections_a_tcp_connection_is_closed_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new();
+    let echo = start_tcp_echo().await;
+    let [back_admin, front_admin, in_tcp, out_tcp] = std::array::from_fn(|_| free_addr());
+    let back_yaml = format!(
+        "cluster: cluster-a\n{identity}admin: {back_admin}\ninbound:\n\
+  - {{ listen: \"{in_tcp}\", protocol: tcp, app: \"{echo}\", allow: [\"{front}\"] }}\n",
+        identity = pki.identity_yaml("backend"),
+        front = id("frontend"),
+    );
+    let front_yaml = format!(
+        "cluster: cluster-a\n{identity}admin: {front_admin}\noutbound:\n\
+  - {{ listen: \"{out_tcp}\", service: default/echo, port: 9000, protocol: tcp }}\n\
+services:\n\
+  - {{ service: default/echo, port: 9000, endpoints: [{{ address: \"{in_tcp}\", spiffe_id: \"{back}\" }}], resilience: {{ circuit_breaker: {{ max_connections: 1 }} }} }}\n",
+        identity = pki.identity_yaml("frontend"),
+        back = id("backend"),
+    );
+    let (_back, _) = start_sidecar(&pki, "back", &back_yaml).await;
+    let (_front, _) = start_sidecar(&pki, "front", &front_yaml).await;
+    let mut first = tokio::net::TcpStream::connect(out_tcp).await.unwrap();
+    first.write_all(b"hi").await.unwrap();
+    let mut two = [0u8; 2];
+    first.read_exact(&mut two).await.unwrap();
+    let mut second = tokio::net::TcpStream::connect(out_tcp).await.unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), second.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "closed at once: {read:?}"
+    );
+    let m = metrics(front_admin).await;
+    assert_eq!(
+        metric_value(
+            &m,
+            "isthmus_circuit_open_total{service=\"default/echo\",limit=\"max_connections\"}"
+        ),
+        1.0
+    );
+    // The first connection still works.
+    first.write_all(b"yo").await.unwrap();
+    first.read_exact(&mut two).await.unwrap();
+    assert_eq!(&two, b"yo");
+}
+
+#[tokio::test]
+async fn a_pooled_connection_idle_for_idle_ms_is_closed() {
+    let pki = Pki::new();
+    let p = peer(&pki, |_| Act::Ok).await;
+    let f = front(&pki, &[p.addr], "{ timeouts: { idle_ms: 200 } }").await;
+    let (status, _) = request(f.out, "GET", b"").await;
+    assert_eq!(status, 200);
+    let closed = p.closed.clone();
+    assert!(
+        eventually(|| {
+            let c = closed.clone();
+            async move { c.load(Ordering::SeqCst) == 1 }
+        })
+        .await,
+        "the idle connection was not closed"
+    );
+    let (status, _) = request(f.out, "GET", b"").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        p.connections.load(Ordering::SeqCst),
+        2,
+        "a fresh connection"
     );
 }

@@ -27,7 +27,9 @@ pub const ENDPOINT_TYPE: &str =
     "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 
 /// Endpoint metadata filter naming a remote cluster reached through the
-/// tunnel: `{"cluster": "<name>", "spiffe_id": "<expected destination>"}`.
+/// tunnel: `{"cluster": "<name>", "spiffe_id": "<expected destination>",
+/// "healthy": <number>, "total": <number>}` (the counts are the peer's
+/// report for that locality).
 pub const TUNNEL_METADATA: &str = "isthmus.dev/tunnel";
 /// Endpoint metadata filter with a local endpoint's identity:
 /// `{"spiffe_id": "<id>"}`.
@@ -36,6 +38,8 @@ pub const IDENTITY_METADATA: &str = "isthmus.dev/identity";
 /// `{"protocol": "http"|"grpc"|"tcp", ...}`; for `peer|` clusters also
 /// `trust_domain`, `spiffe_id`, `transport`; for `export|` clusters
 /// `exported_to` (a list of cluster names) and `service` (`ns/name`).
+/// Service clusters also carry
+/// [`TRAFFIC_METADATA`](crate::traffic::TRAFFIC_METADATA).
 pub const CLUSTER_METADATA: &str = "isthmus.dev/cluster";
 /// Node metadata key with the proxy's role: `"sidecar"`, `"gateway"`;
 /// absent for Envoy and gRPC clients.

@@ -13,7 +13,9 @@ use mesh_controller::catalog::{
     PeerRecord, ResourceKind, Response,
 };
 use mesh_controller::store::StateMachine;
+use mesh_controller::xds::resources::client_priorities;
 use mesh_controller::xds::AppProtocol;
+use mesh_failover::{Locality, Target};
 use mesh_resources::{WorkloadPort, WorkloadProtocol};
 use prost::Message as _;
 use serde_json::{json, Value};
@@ -261,7 +263,11 @@ fn xds_model_of_a_local_and_an_imported_service() {
             json!({"apiVersion": "isthmus.dev/v1alpha1", "kind": "FailoverPolicy",
                    "metadata": {"name": "web", "namespace": "shop"},
                    "spec": {"service": "web", "targets": [{"cluster": "cluster-b"}],
-                            "overprovisioningFactor": 120}}),
+                            "overprovisioningFactor": 120,
+                            "outlierDetection": {"consecutive5xx": 3}}}),
+            json!({"apiVersion": "isthmus.dev/v1alpha1", "kind": "TrafficPolicy",
+                   "metadata": {"name": "web", "namespace": "shop"},
+                   "spec": {"service": "web", "retries": {"attempts": 1}}}),
         ],
     );
     catalog.apply(&Command::UpsertPeer(peer(
@@ -284,19 +290,36 @@ fn xds_model_of_a_local_and_an_imported_service() {
         .expect("shop/web:80 in the model");
     assert_eq!(web.protocol, AppProtocol::Http);
     assert_eq!(web.overprovisioning_factor, 120);
+    assert_eq!(web.targets, [Target::Cluster("cluster-b".into())]);
+    assert_eq!(web.panic_threshold_percent, 50);
+    assert_eq!(web.outlier.consecutive_5xx, 3);
+    assert_eq!(web.outlier.consecutive_gateway_errors, 5);
+    let traffic = web.traffic.as_ref().expect("web's TrafficPolicy");
+    assert_eq!(traffic.retries.attempts, 1);
+    assert_eq!(traffic.timeouts.request_ms, 15_000);
+    assert_eq!(model.region, "eu-west");
+    // Priorities as a client of cluster-a (no zone) sees them: our cluster,
+    // then the policy's target, then the other peer.
+    let client = Locality {
+        region: "eu-west".into(),
+        zone: String::new(),
+        cluster: "cluster-a".into(),
+    };
+    let priorities = client_priorities(web, &client);
     let summary: Vec<(String, String, u32, u32, usize, Option<String>)> = web
         .localities
         .iter()
-        .map(|l| {
+        .zip(priorities)
+        .map(|(l, priority)| {
             (
                 l.cluster.clone(),
                 format!("{}/{}", l.region, l.zone),
-                l.priority,
+                priority,
                 l.weight,
                 l.endpoints.len(),
                 l.tunnel
                     .as_ref()
-                    .map(|t| format!("{}→{} ({})", t.gateway, t.cluster, t.healthy)),
+                    .map(|t| format!("{}→{} ({}/{})", t.gateway, t.cluster, t.healthy, t.total)),
             )
         })
         .collect();
@@ -304,14 +327,14 @@ fn xds_model_of_a_local_and_an_imported_service() {
         summary,
         [
             ("cluster-a".into(), "eu-west/z1".into(), 0, 2, 2, None),
-            // Linked first, so priority 1; weight defaults to healthy.
+            // The policy's target; weight defaults to healthy.
             (
                 "cluster-b".into(),
                 "us-east/b1".into(),
                 1,
                 3,
                 0,
-                Some("127.0.0.1:15443→cluster-b (3)".into())
+                Some("127.0.0.1:15443→cluster-b (3/4)".into())
             ),
             (
                 "cluster-c".into(),
@@ -319,10 +342,31 @@ fn xds_model_of_a_local_and_an_imported_service() {
                 2,
                 3,
                 0,
-                Some("127.0.0.1:15443→cluster-c (3)".into())
+                Some("127.0.0.1:15443→cluster-c (3/4)".into())
             ),
         ]
     );
+    // Without a FailoverPolicy the targets are the peers in link order.
+    let mut no_policy = catalog.clone();
+    no_policy.apply(&Command::DeleteResource {
+        kind: ResourceKind::FailoverPolicy,
+        namespace: "shop".into(),
+        name: "web".into(),
+    });
+    let model2 = xds_model(&no_policy, &config);
+    let web2 = model2
+        .services
+        .iter()
+        .find(|s| (s.namespace.as_str(), s.name.as_str(), s.port) == ("shop", "web", 80))
+        .expect("shop/web:80 in the model");
+    assert_eq!(
+        web2.targets,
+        [
+            Target::Cluster("cluster-b".into()),
+            Target::Cluster("cluster-c".into())
+        ]
+    );
+    assert_eq!(web2.outlier, mesh_resources::OutlierDetection::default());
     let local = &web.localities[0].endpoints;
     assert_eq!(local[0].address.to_string(), "10.0.0.1:15006");
     assert_eq!(local[0].spiffe_id, "spiffe://cluster-a.mesh/ns/shop/sa/web");

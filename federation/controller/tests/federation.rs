@@ -98,8 +98,9 @@ async fn export_in_b_is_imported_in_a() {
                 && s.name == "web"
                 && s.localities.iter().any(|l| {
                     l.cluster == "cluster-b"
-                        && l.priority == 1
-                        && l.tunnel.as_ref().is_some_and(|t| t.healthy == 1)
+                        && l.tunnel
+                            .as_ref()
+                            .is_some_and(|t| (t.healthy, t.total) == (1, 1))
                 })
         });
         async move { found }

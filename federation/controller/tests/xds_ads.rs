@@ -44,10 +44,9 @@ fn two_services(web_port: u16) -> mesh_controller::xds::Model {
                 vec![
                     local_locality(
                         "cluster-a",
-                        0,
                         vec![endpoint(([127, 0, 0, 1], web_port).into(), true)],
                     ),
-                    tunnel_locality("cluster-b", 1, ([127, 0, 0, 2], 15443).into()),
+                    tunnel_locality("cluster-b", ([127, 0, 0, 2], 15443).into()),
                 ],
             ),
             service(
@@ -57,7 +56,6 @@ fn two_services(web_port: u16) -> mesh_controller::xds::Model {
                 AppProtocol::Grpc,
                 vec![local_locality(
                     "cluster-a",
-                    0,
                     vec![endpoint(([127, 0, 0, 1], 9).into(), true)],
                 )],
             ),

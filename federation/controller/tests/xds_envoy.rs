@@ -65,8 +65,8 @@ async fn envoy_routes_http(api_type: &str) {
             8080,
             AppProtocol::Http,
             vec![
-                local_locality("cluster-a", 0, vec![endpoint(upstream_a, a_healthy)]),
-                local_locality("cluster-b", 1, vec![endpoint(upstream_b, b_healthy)]),
+                local_locality("cluster-a", vec![endpoint(upstream_a, a_healthy)]),
+                local_locality("cluster-b", vec![endpoint(upstream_b, b_healthy)]),
             ],
         )
     };

@@ -81,8 +81,8 @@ async fn grpc_xds_client_fails_over_to_priority_1() {
             50051,
             AppProtocol::Grpc,
             vec![
-                local_locality("cluster-a", 0, vec![endpoint(addr(p0_port), true)]),
-                local_locality("cluster-b", 1, vec![endpoint(addr(p1_port), true)]),
+                local_locality("cluster-a", vec![endpoint(addr(p0_port), true)]),
+                local_locality("cluster-b", vec![endpoint(addr(p1_port), true)]),
             ],
         )],
     );

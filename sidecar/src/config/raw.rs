@@ -180,7 +180,54 @@ pub struct RawService {
     /// Retries, timeouts and circuit breaking (H3, issue 6).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resilience: Option<super::resilience::RawResilience>,
+    /// Priority load, panic threshold and outlier detection (all optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<RawFailover>,
 }
+
+// ---- failover (H2; issue 6) ----
+
+/// `services[i].failover`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFailover {
+    /// Percent, > 0 (default 140).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overprovisioning_factor: Option<u32>,
+    /// Percent, 0..=100 (default 50; 0 disables panic mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub panic_threshold_percent: Option<u32>,
+    /// Passive outlier detection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<RawOutlierDetection>,
+}
+
+/// `services[i].failover.outlier_detection` (Envoy's defaults).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlierDetection {
+    /// Consecutive 5xx responses that eject a host (default 5; 0 disables).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_5xx: Option<u32>,
+    /// Consecutive gateway errors (connect failure, reset, tunnel reject,
+    /// 502/503/504) that eject a host (default 5; 0 disables).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_gateway_errors: Option<u32>,
+    /// Success-rate evaluation interval, ms (default 10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u64>,
+    /// First ejection time, ms, times the number of ejections (default 30000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_ejection_time_ms: Option<u64>,
+    /// Longest ejection, ms (default 300000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejection_time_ms: Option<u64>,
+    /// Most hosts ejected at once, percent (default 10; at least one host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejection_percent: Option<u32>,
+}
+
+// ---- end failover ----
 
 /// `services[i].endpoints[j]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -193,6 +240,9 @@ pub struct RawEndpoint {
     /// Where it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality: Option<RawLocality>,
+    /// Its locality's weight (≥ 1, default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
 }
 
 /// `services[i].remote[k]`.
@@ -203,6 +253,9 @@ pub struct RawRemote {
     pub cluster: String,
     /// The SPIFFE ID the remote workloads present.
     pub spiffe_id: String,
+    /// Its locality weight (≥ 1, default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
 }
 
 /// `timeouts`.

@@ -73,7 +73,8 @@ pub struct RawServiceTimeouts {
     /// Request deadline to the response head, ms (0 = none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_ms: Option<u64>,
-    /// Idle timeout of TCP connections and pooled HTTP/2 connections, ms.
+    /// Idle timeout of TCP connections and pooled HTTP/2 connections, ms
+    /// (0 = none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_ms: Option<u64>,
     /// Connect + TLS / tunnel open, ms.
@@ -149,11 +150,10 @@ pub(super) fn resilience(
         None => d.timeouts.request,
         Some(ms) => nonzero_ms(Some(ms)),
     };
-    let idle = positive(
-        &format!("{key}.timeouts.idle_ms"),
-        t.idle_ms,
-        d.timeouts.idle,
-    )?;
+    let idle = match t.idle_ms {
+        None => d.timeouts.idle,
+        Some(ms) => nonzero_ms(Some(ms)),
+    };
     let connect = positive(
         &format!("{key}.timeouts.connect_ms"),
         // A global 0 is reported under its own key.
@@ -187,6 +187,63 @@ pub(super) fn resilience(
             connect,
         },
         circuit_breaker,
+    })
+}
+
+/// The policy the controller pushed in a CDS cluster's
+/// `isthmus.dev/traffic` metadata ([`mesh_api::traffic`]), validated like
+/// the static section. Errors name the resource's camelCase path.
+///
+/// # Errors
+/// A lowercase message naming the field at fault.
+pub fn from_traffic(t: &mesh_api::traffic::TrafficSettings) -> Result<Resilience, String> {
+    let r = &t.retries;
+    if r.attempts > MAX_RETRY_ATTEMPTS {
+        return Err(format!(
+            "retries.attempts: {} is above {MAX_RETRY_ATTEMPTS}",
+            r.attempts
+        ));
+    }
+    let mut classes = Vec::with_capacity(r.retry_on.len());
+    for (j, w) in r.retry_on.iter().enumerate() {
+        classes.push(RetryClass::parse(w).map_err(|p| format!("retries.retryOn[{j}]: {p}"))?);
+    }
+    let budget = BudgetConfig::new(
+        r.budget.percent,
+        r.budget.min_retries_per_second,
+        Duration::from_secs(u64::from(r.budget.ttl_seconds)),
+    )
+    .map_err(|e| format!("retries.budget: {e}"))?;
+    if t.timeouts.connect_ms == 0 {
+        return Err("timeouts.connectMs: must be greater than 0".to_owned());
+    }
+    let c = &t.circuit_breaker;
+    for (name, v) in [
+        ("maxConnections", c.max_connections),
+        ("maxPendingRequests", c.max_pending_requests),
+        ("maxRequests", c.max_requests),
+    ] {
+        if v == 0 {
+            return Err(format!("circuitBreaker.{name}: must be greater than 0"));
+        }
+    }
+    Ok(Resilience {
+        retries: RetryPolicy {
+            attempts: r.attempts,
+            per_try_timeout: nonzero_ms(r.per_try_timeout_ms),
+            retry_on: RetryOn::from_classes(classes),
+            budget,
+        },
+        timeouts: ServiceTimeouts {
+            request: nonzero_ms(Some(t.timeouts.request_ms)),
+            idle: nonzero_ms(Some(t.timeouts.idle_ms)),
+            connect: Duration::from_millis(t.timeouts.connect_ms),
+        },
+        circuit_breaker: CircuitBreakerLimits {
+            max_connections: c.max_connections,
+            max_pending_requests: c.max_pending_requests,
+            max_requests: c.max_requests,
+        },
     })
 }
 
@@ -253,7 +310,7 @@ services:
         assert_eq!(r.retries.budget.min_retries_per_second(), 10);
         assert_eq!(r.retries.budget.ttl(), Duration::from_secs(10));
         assert_eq!(r.timeouts.request, Some(Duration::from_secs(15)));
-        assert_eq!(r.timeouts.idle, Duration::from_secs(3600));
+        assert_eq!(r.timeouts.idle, Some(Duration::from_secs(3600)));
         assert_eq!(r.timeouts.connect, Duration::from_secs(1));
         assert_eq!(r.circuit_breaker.max_connections, 1024);
         assert_eq!(r.circuit_breaker.max_pending_requests, 1024);
@@ -281,7 +338,7 @@ services:
         assert_eq!(r.retries.budget.percent(), 50);
         assert_eq!(r.retries.budget.ttl(), Duration::from_secs(2));
         assert_eq!(r.timeouts.request, None, "0 = no deadline");
-        assert_eq!(r.timeouts.idle, Duration::from_secs(60));
+        assert_eq!(r.timeouts.idle, Some(Duration::from_secs(60)));
         assert_eq!(r.timeouts.connect, Duration::from_millis(300));
         assert_eq!(
             r.circuit_breaker,
@@ -308,6 +365,22 @@ services:
     }
 
     #[test]
+    fn the_controllers_defaults_are_ours() {
+        let t = mesh_api::traffic::TrafficSettings::default();
+        assert_eq!(from_traffic(&t).unwrap(), Resilience::default());
+        let mut t = t;
+        t.timeouts.idle_ms = 0;
+        t.retries.per_try_timeout_ms = Some(200);
+        let r = from_traffic(&t).unwrap();
+        assert_eq!(r.timeouts.idle, None, "0 = never");
+        assert_eq!(r.retries.per_try_timeout, Some(Duration::from_millis(200)));
+        t.retries.retry_on.push("5xx".into());
+        assert!(from_traffic(&t)
+            .unwrap_err()
+            .starts_with("retries.retryOn[4]"));
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         for (extra, want) in [
             (
@@ -327,8 +400,8 @@ services:
                 "services[0].resilience.retries.budget: percent 5000",
             ),
             (
-                "    resilience: { timeouts: { idle_ms: 0 } }",
-                "services[0].resilience.timeouts.idle_ms: must be greater than 0",
+                "    resilience: { timeouts: { connect_ms: 0 } }",
+                "services[0].resilience.timeouts.connect_ms: must be greater than 0",
             ),
             (
                 "    resilience: { circuit_breaker: { max_requests: 0 } }",

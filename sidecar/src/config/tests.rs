@@ -391,3 +391,129 @@ fn control_plane_errors_name_the_key() {
     };
     assert!(e.contains("join_token_file"), "{e}");
 }
+
+// ---- failover (H2; issue 6) ----
+
+const LOCALITIES: &str = r#"
+cluster: cluster-a
+identity:
+  spiffe_id: spiffe://cluster-a.mesh/ns/default/sa/frontend
+  ca: { cert: ca.pem, key: ca-key.pem }
+  bundles: bundles.json
+admin: 127.0.1.20:15000
+locality: { region: eu-west, zone: eu-west-1a }
+gateway:
+  address: 127.0.1.1:15443
+  spiffe_id: spiffe://cluster-a.mesh/ns/isthmus-system/sa/east-west-gateway
+services:
+  - service: default/backend
+    port: 8080
+    endpoints:
+      - { address: "127.0.1.31:15006", spiffe_id: "spiffe://cluster-a.mesh/ns/default/sa/backend", locality: { region: eu-west, zone: eu-west-1b }, weight: 3 }
+      - { address: "127.0.1.30:15006", spiffe_id: "spiffe://cluster-a.mesh/ns/default/sa/backend", locality: { region: eu-west, zone: eu-west-1a } }
+    remote:
+      - { cluster: cluster-c, spiffe_id: "spiffe://cluster-c.mesh/ns/default/sa/backend", weight: 2 }
+      - { cluster: cluster-b, spiffe_id: "spiffe://cluster-b.mesh/ns/default/sa/backend" }
+    failover:
+      overprovisioning_factor: 100
+      panic_threshold_percent: 0
+      outlier_detection:
+        consecutive_5xx: 0
+        consecutive_gateway_errors: 2
+        interval_ms: 1000
+        base_ejection_time_ms: 500
+        max_ejection_time_ms: 4000
+        max_ejection_percent: 100
+"#;
+
+#[test]
+fn static_priorities_follow_our_locality_then_remote_order() {
+    let c = parse(LOCALITIES).unwrap();
+    let s = &c.services[0];
+    let eps: Vec<_> = s
+        .endpoints
+        .iter()
+        .map(|e| (e.priority, e.weight, e.healthy))
+        .collect();
+    // Same zone first, the other zone of our cluster next.
+    assert_eq!(eps, [(1, 3, true), (0, 1, true)]);
+    let remote: Vec<_> = s
+        .remote
+        .iter()
+        .map(|r| (r.cluster.as_str(), r.priority, r.weight, r.health))
+        .collect();
+    let one = mesh_failover::Health {
+        healthy: 1,
+        total: 1,
+    };
+    assert_eq!(remote, [("cluster-c", 2, 2, one), ("cluster-b", 3, 1, one)]);
+    // Without local endpoints the remotes start at 0.
+    let p = parse(VALID).unwrap();
+    assert_eq!(p.services[1].remote[0].priority, 0);
+    assert_eq!(p.services[0].remote[0].priority, 1);
+}
+
+#[test]
+fn failover_section_parses_and_defaults_are_envoys() {
+    let c = parse(LOCALITIES).unwrap();
+    let f = &c.services[0].failover;
+    assert_eq!(f.overprovisioning_factor, 100);
+    assert_eq!(f.panic_threshold_percent, 0);
+    let o = &f.outlier;
+    assert_eq!(o.consecutive_5xx, 0);
+    assert_eq!(o.consecutive_gateway_failure, 2);
+    assert_eq!(o.interval, Duration::from_secs(1));
+    assert_eq!(o.base_ejection_time, Duration::from_millis(500));
+    assert_eq!(o.max_ejection_time, Duration::from_secs(4));
+    assert_eq!(o.max_ejection_percent, 100);
+
+    let d = &parse(VALID).unwrap().services[0].failover;
+    assert_eq!(d, &FailoverSettings::default());
+    assert_eq!(d.overprovisioning_factor, 140);
+    assert_eq!(d.panic_threshold_percent, 50);
+    assert_eq!(d.outlier.consecutive_5xx, 5);
+    assert_eq!(d.outlier.base_ejection_time, Duration::from_secs(30));
+
+    let dump: serde_json::Value = serde_json::from_str(&c.to_json()).unwrap();
+    let s = &dump["services"][0];
+    assert_eq!(
+        s["failover"]["outlier_detection"]["base_ejection_time_ms"],
+        500
+    );
+    assert_eq!(s["failover"]["overprovisioning_factor"], 100);
+    assert_eq!(s["remote"][0]["health"]["total"], 1);
+    assert_eq!(s["endpoints"][0]["priority"], 1);
+}
+
+#[test]
+fn failover_values_are_checked_with_their_key() {
+    let with = |needle: &str, line: &str| err(&LOCALITIES.replacen(needle, line, 1));
+    let e = with("overprovisioning_factor: 100", "overprovisioning_factor: 0");
+    assert!(
+        e.starts_with("services[0].failover.overprovisioning_factor:"),
+        "{e}"
+    );
+    let e = with("panic_threshold_percent: 0", "panic_threshold_percent: 101");
+    assert!(
+        e.starts_with("services[0].failover.panic_threshold_percent:"),
+        "{e}"
+    );
+    let e = with("interval_ms: 1000", "interval_ms: 0");
+    assert!(
+        e.starts_with("services[0].failover.outlier_detection.interval_ms:"),
+        "{e}"
+    );
+    let e = with("max_ejection_time_ms: 4000", "max_ejection_time_ms: 400");
+    assert!(
+        e.starts_with("services[0].failover.outlier_detection.max_ejection_time_ms:"),
+        "{e}"
+    );
+    let e = with("max_ejection_percent: 100", "max_ejection_percent: 101");
+    assert!(e.contains("max_ejection_percent"), "{e}");
+    let e = with("weight: 2", "weight: 0");
+    assert!(e.starts_with("services[0].remote[0].weight:"), "{e}");
+    let e = with("weight: 3", "weight: 0");
+    assert!(e.starts_with("services[0].endpoints[0].weight:"), "{e}");
+    let e = with("consecutive_5xx: 0", "consecutive_500s: 0");
+    assert!(e.contains("consecutive_500s"), "{e}");
+}

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use trust_bundle::SpiffeId;
 
-use super::raw::{RawConfig, RawControlPlane, RawInbound, RawOutbound, RawService};
+use super::raw::{RawConfig, RawControlPlane, RawFailover, RawInbound, RawOutbound, RawService};
 use super::{
     first_duplicate, is_dns_label, AllowEntry, AllowList, AppProtocol, Config, ConfigError,
-    ControlPlane, Endpoint, Gateway, Inbound, Locality, Outbound, Protocol, RegisteredPort,
-    Registration, Remote, Service, ServiceKey, Timeouts,
+    ControlPlane, Endpoint, FailoverSettings, Gateway, Inbound, Locality, Outbound, Protocol,
+    RegisteredPort, Registration, Remote, Service, ServiceKey, Timeouts,
 };
 
 pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> {
@@ -53,7 +53,7 @@ pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Config
     }
     let mut services: Vec<Service> = Vec::with_capacity(raw.services.len());
     for (i, s) in raw.services.iter().enumerate() {
-        let svc = service(i, s, &raw.cluster, gateway.is_some(), &raw.timeouts)?;
+        let svc = service(i, s, &raw, gateway.is_some())?;
         if services
             .iter()
             .any(|o| o.service == svc.service && o.port == svc.port)
@@ -80,6 +80,7 @@ pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Config
                     endpoints: Vec::new(),
                     remote: Vec::new(),
                     resilience: crate::resilience::Resilience::default(),
+                    failover: FailoverSettings::default(),
                 });
             }
         }
@@ -316,10 +317,10 @@ fn control_plane(
 fn service(
     i: usize,
     s: &RawService,
-    own_cluster: &str,
+    raw: &RawConfig,
     has_gateway: bool,
-    global_timeouts: &super::raw::RawTimeouts,
 ) -> Result<Service, ConfigError> {
+    let own_cluster = raw.cluster.as_str();
     let key =
         ServiceKey::parse(&s.service).map_err(|p| invalid(format!("services[{i}].service"), p))?;
     let port = port(&format!("services[{i}].port"), s.port)?;
@@ -330,8 +331,12 @@ fn service(
             address: addr(&format!("{k}.address"), &e.address)?,
             spiffe_id: spiffe_id(&format!("{k}.spiffe_id"), &e.spiffe_id)?,
             locality: e.locality.as_ref().map(Locality::from_raw),
+            priority: 0,
+            weight: weight(&format!("{k}.weight"), e.weight)?,
+            healthy: true,
         });
     }
+    let next_priority = static_priorities(&mut endpoints, raw);
     if let Some(dup) = first_duplicate(endpoints.iter().map(|e| &e.address)) {
         return Err(invalid(
             format!("services[{i}].endpoints"),
@@ -365,6 +370,13 @@ fn service(
         remote.push(Remote {
             cluster: r.cluster.clone(),
             spiffe_id: spiffe_id(&format!("{key_path}.spiffe_id"), &r.spiffe_id)?,
+            // One level each, after the local ones, in config order.
+            priority: next_priority.saturating_add(u32::try_from(k).unwrap_or(u32::MAX)),
+            weight: weight(&format!("{key_path}.weight"), r.weight)?,
+            health: mesh_failover::Health {
+                healthy: 1,
+                total: 1,
+            },
         });
     }
     if let Some(dup) = first_duplicate(remote.iter().map(|r| &r.cluster)) {
@@ -376,7 +388,11 @@ fn service(
     let resilience = super::resilience::resilience(
         &format!("services[{i}].resilience"),
         s.resilience.as_ref(),
-        global_timeouts,
+        &raw.timeouts,
+    )?;
+    let failover = failover(
+        &format!("services[{i}].failover"),
+        s.failover.as_ref().unwrap_or(&RawFailover::default()),
     )?;
     Ok(Service {
         service: key,
@@ -384,8 +400,122 @@ fn service(
         endpoints,
         remote,
         resilience,
+        failover,
     })
 }
+
+// ---- failover (H2; issue 6) ----
+
+/// Static priorities of local endpoints: `assign_priorities` as seen from
+/// the sidecar's `locality` (cluster = ours; no policy targets). Returns
+/// the first level after them (where `remote` entries start).
+fn static_priorities(endpoints: &mut [Endpoint], raw: &RawConfig) -> u32 {
+    let locality = |l: Option<&Locality>| mesh_failover::Locality {
+        region: l.and_then(|l| l.region.clone()).unwrap_or_default(),
+        zone: l.and_then(|l| l.zone.clone()).unwrap_or_default(),
+        cluster: raw.cluster.clone(),
+    };
+    let own = raw.locality.as_ref().map(Locality::from_raw);
+    let client = locality(own.as_ref());
+    let localities: Vec<_> = endpoints
+        .iter()
+        .map(|e| locality(e.locality.as_ref()))
+        .collect();
+    let priorities = mesh_failover::assign_priorities(&client, &[], &localities);
+    for (e, p) in endpoints.iter_mut().zip(priorities) {
+        e.priority = p;
+    }
+    endpoints
+        .iter()
+        .map(|e| e.priority.saturating_add(1))
+        .max()
+        .unwrap_or(0)
+}
+
+/// A locality weight: ≥ 1, default 1.
+fn weight(key: &str, w: Option<u32>) -> Result<u32, ConfigError> {
+    match w {
+        None => Ok(1),
+        Some(0) => Err(invalid(key, "must be at least 1")),
+        Some(w) => Ok(w),
+    }
+}
+
+/// `services[i].failover`, defaults filled in.
+fn failover(key: &str, f: &RawFailover) -> Result<FailoverSettings, ConfigError> {
+    let d = FailoverSettings::default();
+    let overprovisioning_factor = match f.overprovisioning_factor {
+        None => d.overprovisioning_factor,
+        Some(0) => {
+            return Err(invalid(
+                format!("{key}.overprovisioning_factor"),
+                "must be greater than 0",
+            ))
+        }
+        Some(v) => v,
+    };
+    let panic_threshold_percent = match f.panic_threshold_percent {
+        None => d.panic_threshold_percent,
+        Some(v) if v <= 100 => v,
+        Some(v) => {
+            return Err(invalid(
+                format!("{key}.panic_threshold_percent"),
+                format!("{v} is above 100"),
+            ))
+        }
+    };
+    let mut outlier = d.outlier;
+    if let Some(o) = &f.outlier_detection {
+        let k = format!("{key}.outlier_detection");
+        if let Some(v) = o.consecutive_5xx {
+            outlier.consecutive_5xx = v;
+        }
+        if let Some(v) = o.consecutive_gateway_errors {
+            outlier.consecutive_gateway_failure = v;
+        }
+        outlier.interval = positive_ms(
+            &format!("{k}.interval_ms"),
+            o.interval_ms,
+            millis(outlier.interval),
+        )?;
+        outlier.base_ejection_time = positive_ms(
+            &format!("{k}.base_ejection_time_ms"),
+            o.base_ejection_time_ms,
+            millis(outlier.base_ejection_time),
+        )?;
+        outlier.max_ejection_time = positive_ms(
+            &format!("{k}.max_ejection_time_ms"),
+            o.max_ejection_time_ms,
+            millis(outlier.max_ejection_time).max(millis(outlier.base_ejection_time)),
+        )?;
+        if outlier.max_ejection_time < outlier.base_ejection_time {
+            return Err(invalid(
+                format!("{k}.max_ejection_time_ms"),
+                "must be at least base_ejection_time_ms",
+            ));
+        }
+        if let Some(v) = o.max_ejection_percent {
+            if v > 100 {
+                return Err(invalid(
+                    format!("{k}.max_ejection_percent"),
+                    format!("{v} is above 100"),
+                ));
+            }
+            outlier.max_ejection_percent = v;
+        }
+    }
+    Ok(FailoverSettings {
+        overprovisioning_factor,
+        panic_threshold_percent,
+        outlier,
+    })
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+// ---- end failover ----
 
 fn outbound_entry(
     i: usize,

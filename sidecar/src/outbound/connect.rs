@@ -3,7 +3,6 @@
 //! mTLS handshake checked against the candidate's final identity.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -19,8 +18,8 @@ use crate::runtime::{Shared, Snapshot};
 
 /// Connects to `candidate` and completes the inner TLS handshake (ALPN of
 /// `protocol`), all within `connect_timeout` (the service's
-/// `resilience.timeouts.connect_ms`). Marks direct endpoints healthy or
-/// failed.
+/// `resilience.timeouts.connect_ms`). The caller reports the outcome to
+/// [`crate::health::HealthState::report`].
 ///
 /// # Errors
 /// [`ProxyError::Connect`], [`ProxyError::ConnectTimeout`],
@@ -48,14 +47,10 @@ pub async fn connect_tls(
         Ok(r) => r,
         Err(_) => Err(ProxyError::ConnectTimeout),
     };
+    // Health: the caller reports the attempt's outcome
+    // (`HealthState::report`), which knows the service.
     let route = match candidate {
-        Candidate::Direct { addr, .. } => {
-            match &result {
-                Ok(_) => shared.health.mark_ok(*addr),
-                Err(_) => shared.health.mark_failed(*addr, Instant::now()),
-            }
-            Route::Direct
-        }
+        Candidate::Direct { .. } => Route::Direct,
         Candidate::ViaGateway { .. } => Route::Gateway,
     };
     if result.is_ok() {

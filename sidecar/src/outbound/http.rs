@@ -25,6 +25,7 @@ use crate::config::ServiceKey;
 use crate::config::{Outbound, Protocol};
 use crate::drain::draining;
 use crate::errors::{error_chain, error_response, ProxyError, ERROR_HEADER};
+use crate::health::Outcome;
 use crate::http_util::{strip_hop_by_hop, to_h2_request, Body};
 use crate::io::{sniff_http, PrefixedIo, Sniffed};
 use crate::metrics::{Direction, RequestRecorder};
@@ -294,29 +295,29 @@ async fn forward(
             return Err(ProxyError::Unsupported("request body already sent"));
         };
         let req = rebuild(&parts, b);
+        // Every attempt's outcome feeds passive health (outlier detection,
+        // failfast and remote marks; H2's `HealthState::report`).
+        let report = |o: &Outcome| shared.health.report(&target, candidate, *o, Instant::now());
         let (failure, outcome) =
             match attempt(shared, snapshot, candidate, policy, state, req).await {
-                Attempt::Response(resp) if is_proxy_503(&resp) => {
-                    report(shared, candidate, Reported::GatewayError);
+                Attempt::Response(resp) if is_proxy_reject(&resp) => {
+                    report(&Outcome::Status(resp.status().as_u16()));
                     (Failure::Reject503, Ok(resp))
                 }
                 Attempt::Response(resp) => {
-                    let outcome = if resp.status().is_server_error() {
-                        Reported::Http5xx
-                    } else {
-                        Reported::Success
-                    };
-                    report(shared, candidate, outcome);
+                    report(&Outcome::Status(resp.status().as_u16()));
                     return Ok(resp);
                 }
                 Attempt::Failed { error, unsent } => {
                     if let Some(b) = unsent {
                         body.give_back(b);
                     }
+                    if let Some(o) = Outcome::of_error(candidate, &error) {
+                        report(&o);
+                    }
                     let Some(failure) = error.failure() else {
                         return Err(error);
                     };
-                    report(shared, candidate, Reported::GatewayError);
                     tracing::debug!(%candidate, error = %error_chain(&error), "attempt failed");
                     (failure, Err(error))
                 }
@@ -507,26 +508,20 @@ fn rebuild(parts: &http::request::Parts, body: Body) -> Request<Body> {
     req
 }
 
-/// A 503 the peer proxy generated (it names why in `x-isthmus-error`),
-/// as opposed to one from the application.
-fn is_proxy_503(resp: &Response<Body>) -> bool {
-    resp.status() == http::StatusCode::SERVICE_UNAVAILABLE
-        && resp.headers().contains_key(ERROR_HEADER)
+/// A reject the peer proxy generated, as opposed to an answer of the
+/// application: a 503 naming why in `x-isthmus-error`, or the destination
+/// sidecar's 502 `app unavailable` (its connect to the app failed, so
+/// nothing reached the app; a backend that died behind a live sidecar
+/// answers this way).
+fn is_proxy_reject(resp: &Response<Body>) -> bool {
+    let reason = resp.headers().get(ERROR_HEADER);
+    match resp.status() {
+        http::StatusCode::SERVICE_UNAVAILABLE => reason.is_some(),
+        http::StatusCode::BAD_GATEWAY => reason.is_some_and(|r| r == APP_UNAVAILABLE),
+        _ => false,
+    }
 }
 
-/// An attempt's outcome, for passive health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reported {
-    /// A response below 500.
-    Success,
-    /// A 5xx from the application.
-    Http5xx,
-    /// Connect failure, reset, tunnel reject or timeout, proxy 503.
-    GatewayError,
-}
-
-/// Reports an attempt's outcome to passive health (outlier detection).
-/// Direct connect failures are already marked by `connect_tls`.
-fn report(_shared: &Arc<Shared>, candidate: &Candidate, outcome: Reported) {
-    tracing::trace!(%candidate, ?outcome, "attempt outcome");
-}
+/// The destination sidecar's `x-isthmus-error` when its app refused the
+/// connection (`inbound::http`).
+const APP_UNAVAILABLE: &str = "app unavailable";

@@ -152,12 +152,9 @@ impl H2Pool {
         });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let last_used = Arc::new(Mutex::new(Instant::now()));
-        spawn_idle_watch(
-            Arc::downgrade(&slot),
-            id,
-            last_used.clone(),
-            policy.timeouts.idle,
-        );
+        if let Some(idle) = policy.timeouts.idle {
+            spawn_idle_watch(Arc::downgrade(&slot), id, last_used.clone(), idle);
+        }
         *current = Some(Conn {
             id,
             sender: sender.clone(),

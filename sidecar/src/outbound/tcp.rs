@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 
 use crate::config::Protocol;
 use crate::errors::error_chain;
+use crate::health::Outcome;
 use crate::metrics::{Direction, ServiceLabels};
 use crate::plan::{plan, Target};
 use crate::runtime::{Shared, Snapshot};
@@ -84,15 +85,22 @@ pub async fn serve(
                 .resilience
                 .count_retry(&state, crate::resilience::RetryReason::ConnectFailure);
         }
-        match super::connect::connect_tls(
+        let result = super::connect::connect_tls(
             &shared,
             &snapshot,
             candidate,
             Protocol::Tcp,
             policy.timeouts.connect,
         )
-        .await
-        {
+        .await;
+        let outcome = match &result {
+            Ok(_) => Some(Outcome::Success),
+            Err(e) => Outcome::of_error(candidate, e),
+        };
+        if let Some(o) = outcome {
+            shared.health.report(&target, candidate, o, Instant::now());
+        }
+        match result {
             Ok(s) => {
                 upstream = Some(s);
                 break;
@@ -127,8 +135,16 @@ pub async fn serve(
             }
             Err(e) => tracing::debug!(%service, %peer, error = %e, "tcp connection failed"),
         },
-        () = activity.idle(policy.timeouts.idle) => {
+        () = idle(&activity, policy.timeouts.idle) => {
             tracing::debug!(%service, %peer, "tcp connection idle; closing");
         }
+    }
+}
+
+/// Resolves once `activity` was quiet for `limit`; never without a limit.
+async fn idle(activity: &super::idle::Activity, limit: Option<std::time::Duration>) {
+    match limit {
+        Some(l) => activity.idle(l).await,
+        None => std::future::pending().await,
     }
 }

@@ -72,10 +72,10 @@ pub struct ServiceTimeouts {
     /// attempt; `None` = no deadline. Answer: 504 `request timeout`.
     #[serde(rename = "request_ms", serialize_with = "opt_ms")]
     pub request: Option<Duration>,
-    /// An outbound TCP connection, or a pooled HTTP/2 connection with no
-    /// request in flight, idle this long is closed.
-    #[serde(rename = "idle_ms", serialize_with = "ms")]
-    pub idle: Duration,
+    /// An outbound TCP connection without traffic, or a pooled HTTP/2
+    /// connection handed to no request, this long is closed; `None` = never.
+    #[serde(rename = "idle_ms", serialize_with = "opt_ms")]
+    pub idle: Option<Duration>,
     /// TCP connect + inner TLS handshake, or tunnel open until accept.
     #[serde(rename = "connect_ms", serialize_with = "ms")]
     pub connect: Duration,
@@ -85,7 +85,7 @@ impl Default for ServiceTimeouts {
     fn default() -> Self {
         ServiceTimeouts {
             request: Some(Duration::from_millis(DEFAULT_REQUEST_TIMEOUT_MS)),
-            idle: Duration::from_millis(DEFAULT_IDLE_TIMEOUT_MS),
+            idle: Some(Duration::from_millis(DEFAULT_IDLE_TIMEOUT_MS)),
             connect: Duration::from_millis(DEFAULT_SERVICE_CONNECT_MS),
         }
     }

@@ -2,7 +2,7 @@
 //! (docs/reference/controller.md).
 //!
 //! What it holds: the resources operators apply (`ServiceExport`,
-//! `FailoverPolicy`, `Workload`) with server-set metadata, workloads
+//! `FailoverPolicy`, `TrafficPolicy`, `Workload`) with server-set metadata, workloads
 //! registered with a lease, the CA material and its rotation state, join
 //! tokens (hashes only), and the linked peers with what they export.
 //! `ServiceImport`s and the status of `ServiceExport`s are *derived* on read

@@ -5,7 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 use mesh_api::peering::{ExportSet, ExportedPort, ExportedService, LocalityHealth};
-use mesh_resources::{Resource, WorkloadProtocol, DEFAULT_OVERPROVISIONING_FACTOR};
+use mesh_api::traffic::{CircuitBreaker, Retries, RetryBudget, Timeouts, TrafficSettings};
+use mesh_failover::Target;
+use mesh_resources::{
+    FailoverPolicySpec, FailoverTarget, Resource, TrafficPolicySpec, WorkloadProtocol,
+    DEFAULT_OVERPROVISIONING_FACTOR, DEFAULT_PANIC_THRESHOLD_PERCENT,
+};
 
 use super::imports::{local_ports, peer_exports};
 use super::resources::ResourceKind;
@@ -23,21 +28,31 @@ type ServiceKey = (String, String, u16);
 /// The xDS model of the catalog, as seen from this cluster (`config`):
 ///
 /// - every local service port (from static and leased workloads) with one
-///   priority-0 locality per `{region, zone}` of its endpoints (weight: the
-///   number of endpoints; an endpoint without region takes the cluster's);
-/// - every port a peer exports, with one locality per peer locality at
-///   priority `1 + i`, `i` being the peer's position in link order (oldest
-///   link first, then by name), weight from the peer (at least 1), reached
-///   through our first gateway (no remote localities without a gateway);
-/// - the overprovisioning factor of the service's `FailoverPolicy` (same
-///   namespace, `spec.service`), else 140;
+///   locality per `{region, zone}` of its endpoints (weight: the number of
+///   endpoints; an endpoint without region takes the cluster's);
+/// - every port a peer exports, with one locality per peer locality (peers
+///   in link order: oldest link first, then by name), weight from the peer
+///   (at least 1) and its reported healthy/total counts, reached through
+///   our first gateway (no remote localities without a gateway);
+/// - per service (same namespace, `spec.service`): the `FailoverPolicy`'s
+///   targets, overprovisioning factor, panic threshold and outlier
+///   detection (without a policy: every peer in link order as a cluster
+///   target, 140, 50 and the defaults), and the `TrafficPolicy` if any.
+///   Priorities are computed per client by the xDS server;
 /// - linked peers (gateway role) and local exports with their endpoints.
 ///
 /// `version` is the catalog revision.
 pub fn xds_model(catalog: &Catalog, config: &Config) -> Model {
     let endpoints = catalog.endpoints();
     let mut services: BTreeMap<ServiceKey, ServiceModel> = BTreeMap::new();
-    let overprovisioning = overprovisioning_factors(catalog);
+    let policies = Policies::of(catalog);
+    let peer_targets: Vec<Target> = peers_in_link_order(catalog)
+        .into_iter()
+        .map(|p| Target::Cluster(p.cluster.clone()))
+        .collect();
+    let new_service = |ns: &str, name: &str, port: u16, protocol: AppProtocol| {
+        policies.service(ns, name, port, protocol, &peer_targets)
+    };
 
     // Local endpoints: (ns, svc, port) → (region, zone) → endpoints.
     let mut local: BTreeMap<ServiceKey, BTreeMap<(String, String), Vec<EndpointModel>>> =
@@ -49,13 +64,8 @@ pub fn xds_model(catalog: &Catalog, config: &Config) -> Model {
         let region = region_of(e, config);
         for p in &e.ports {
             let key = (e.namespace.clone(), e.service.clone(), p.port);
-            services.entry(key.clone()).or_insert_with(|| ServiceModel {
-                namespace: e.namespace.clone(),
-                name: e.service.clone(),
-                port: p.port,
-                protocol: app_protocol(p.protocol),
-                overprovisioning_factor: factor(&overprovisioning, &e.namespace, &e.service),
-                localities: Vec::new(),
+            services.entry(key.clone()).or_insert_with(|| {
+                new_service(&e.namespace, &e.service, p.port, app_protocol(p.protocol))
             });
             local
                 .entry(key)
@@ -79,7 +89,6 @@ pub fn xds_model(catalog: &Catalog, config: &Config) -> Model {
                 cluster: config.cluster.clone(),
                 region,
                 zone,
-                priority: 0,
                 weight: u32::try_from(eps.len()).unwrap_or(u32::MAX).max(1),
                 endpoints: eps,
                 tunnel: None,
@@ -87,10 +96,9 @@ pub fn xds_model(catalog: &Catalog, config: &Config) -> Model {
         }
     }
 
-    // Imports, one priority level per peer in link order.
+    // Imports, peers in link order.
     let gateway = config.gateways.first().map(|g| g.address);
-    for (i, peer) in peers_in_link_order(catalog).into_iter().enumerate() {
-        let priority = u32::try_from(i + 1).unwrap_or(u32::MAX);
+    for peer in peers_in_link_order(catalog) {
         let Some(gateway) = gateway else { break };
         for svc in peer_exports(&peer.exports).services {
             for port in &svc.ports {
@@ -98,14 +106,10 @@ pub fn xds_model(catalog: &Catalog, config: &Config) -> Model {
                     continue;
                 };
                 let key = (svc.namespace.clone(), svc.name.clone(), number);
-                let model = services.entry(key).or_insert_with(|| ServiceModel {
-                    namespace: svc.namespace.clone(),
-                    name: svc.name.clone(),
-                    port: number,
-                    protocol: WorkloadProtocol::parse(&port.app_protocol)
-                        .map_or(AppProtocol::Tcp, app_protocol),
-                    overprovisioning_factor: factor(&overprovisioning, &svc.namespace, &svc.name),
-                    localities: Vec::new(),
+                let model = services.entry(key).or_insert_with(|| {
+                    let protocol = WorkloadProtocol::parse(&port.app_protocol)
+                        .map_or(AppProtocol::Tcp, app_protocol);
+                    new_service(&svc.namespace, &svc.name, number, protocol)
                 });
                 let remote = remote_localities(&svc.localities, peer);
                 for loc in remote {
@@ -113,7 +117,6 @@ pub fn xds_model(catalog: &Catalog, config: &Config) -> Model {
                         cluster: peer.cluster.clone(),
                         region: loc.region.clone(),
                         zone: loc.zone.clone(),
-                        priority,
                         weight: if loc.weight > 0 {
                             loc.weight
                         } else {
@@ -126,6 +129,7 @@ pub fn xds_model(catalog: &Catalog, config: &Config) -> Model {
                             cluster: peer.cluster.clone(),
                             spiffe_id: svc.spiffe_ids.first().cloned().unwrap_or_default(),
                             healthy: loc.healthy,
+                            total: loc.total,
                         }),
                     });
                 }
@@ -180,6 +184,7 @@ pub fn xds_model(catalog: &Catalog, config: &Config) -> Model {
     Model {
         version: catalog.revision,
         cluster: config.cluster.clone(),
+        region: config.region.clone(),
         trust_domain: config.trust_domain.as_str().to_owned(),
         services: services.into_values().collect(),
         peers,
@@ -299,25 +304,107 @@ fn app_protocol(p: WorkloadProtocol) -> AppProtocol {
     }
 }
 
-/// `(namespace, service) → overprovisioning factor` from FailoverPolicies.
-fn overprovisioning_factors(catalog: &Catalog) -> BTreeMap<(String, String), u32> {
-    catalog
-        .resources
-        .values()
-        .filter(|r| r.kind == ResourceKind::FailoverPolicy)
-        .filter_map(|r| match r.resource()? {
-            Resource::FailoverPolicy(fp) => Some((
-                (fp.metadata.namespace, fp.spec.service),
-                fp.spec.overprovisioning_factor,
-            )),
-            _ => None,
-        })
-        .collect()
+/// The stored policies by `(namespace, service)`.
+struct Policies {
+    failover: BTreeMap<(String, String), FailoverPolicySpec>,
+    traffic: BTreeMap<(String, String), TrafficPolicySpec>,
 }
 
-fn factor(factors: &BTreeMap<(String, String), u32>, ns: &str, svc: &str) -> u32 {
-    factors
-        .get(&(ns.to_owned(), svc.to_owned()))
-        .copied()
-        .unwrap_or(DEFAULT_OVERPROVISIONING_FACTOR)
+impl Policies {
+    fn of(catalog: &Catalog) -> Policies {
+        let mut p = Policies {
+            failover: BTreeMap::new(),
+            traffic: BTreeMap::new(),
+        };
+        for r in catalog.resources.values() {
+            if !matches!(
+                r.kind,
+                ResourceKind::FailoverPolicy | ResourceKind::TrafficPolicy
+            ) {
+                continue;
+            }
+            match r.resource() {
+                Some(Resource::FailoverPolicy(fp)) => {
+                    let key = (fp.metadata.namespace, fp.spec.service.clone());
+                    p.failover.insert(key, fp.spec);
+                }
+                Some(Resource::TrafficPolicy(tp)) => {
+                    let key = (tp.metadata.namespace, tp.spec.service.clone());
+                    p.traffic.insert(key, tp.spec);
+                }
+                _ => {}
+            }
+        }
+        p
+    }
+
+    /// A service port without localities, with its policies.
+    fn service(
+        &self,
+        ns: &str,
+        name: &str,
+        port: u16,
+        protocol: AppProtocol,
+        peer_targets: &[Target],
+    ) -> ServiceModel {
+        let key = (ns.to_owned(), name.to_owned());
+        let failover = self.failover.get(&key);
+        ServiceModel {
+            namespace: ns.to_owned(),
+            name: name.to_owned(),
+            port,
+            protocol,
+            overprovisioning_factor: failover.map_or(DEFAULT_OVERPROVISIONING_FACTOR, |f| {
+                f.overprovisioning_factor
+            }),
+            targets: failover.map_or_else(
+                || peer_targets.to_vec(),
+                |f| f.targets.iter().map(target).collect(),
+            ),
+            panic_threshold_percent: u32::from(
+                failover.map_or(DEFAULT_PANIC_THRESHOLD_PERCENT, |f| {
+                    f.panic_threshold_percent
+                }),
+            ),
+            outlier: failover
+                .map(FailoverPolicySpec::effective_outlier_detection)
+                .unwrap_or_default(),
+            traffic: self.traffic.get(&key).map(traffic_settings),
+            localities: Vec::new(),
+        }
+    }
+}
+
+fn target(t: &FailoverTarget) -> Target {
+    match t {
+        FailoverTarget::Cluster(c) => Target::Cluster(c.clone()),
+        FailoverTarget::Region(r) => Target::Region(r.clone()),
+    }
+}
+
+/// The CDS form of a TrafficPolicy spec (`mesh_api::traffic`).
+pub fn traffic_settings(spec: &TrafficPolicySpec) -> TrafficSettings {
+    let r = &spec.retries;
+    TrafficSettings {
+        retries: Retries {
+            attempts: r.attempts,
+            per_try_timeout_ms: r.per_try_timeout_ms,
+            retry_on: r.retry_on.clone(),
+            budget: RetryBudget {
+                percent: r.budget.percent,
+                min_retries_per_second: r.budget.min_retries_per_second,
+                ttl_seconds: r.budget.ttl_seconds,
+            },
+        },
+        timeouts: Timeouts {
+            request_ms: spec.timeouts.request_ms,
+            idle_ms: spec.timeouts.idle_ms,
+            connect_ms: spec.timeouts.connect_ms,
+        },
+        circuit_breaker: CircuitBreaker {
+            max_connections: spec.circuit_breaker.max_connections,
+            max_pending_requests: spec.circuit_breaker.max_pending_requests,
+            max_requests: spec.circuit_breaker.max_requests,
+        },
+    }
 }

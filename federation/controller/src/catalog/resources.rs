@@ -23,16 +23,19 @@ pub enum ResourceKind {
     FailoverPolicy,
     /// `Workload` (stored; leased ones shown too).
     Workload,
+    /// `TrafficPolicy` (stored).
+    TrafficPolicy,
 }
 
 impl ResourceKind {
     /// Every kind.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::ServiceExport,
         Self::ServiceImport,
         Self::MeshLink,
         Self::FailoverPolicy,
         Self::Workload,
+        Self::TrafficPolicy,
     ];
 
     /// The `kind` string.
@@ -43,6 +46,7 @@ impl ResourceKind {
             Self::MeshLink => "MeshLink",
             Self::FailoverPolicy => "FailoverPolicy",
             Self::Workload => "Workload",
+            Self::TrafficPolicy => "TrafficPolicy",
         }
     }
 
@@ -54,6 +58,7 @@ impl ResourceKind {
             Self::MeshLink => "meshlinks",
             Self::FailoverPolicy => "failoverpolicies",
             Self::Workload => "workloads",
+            Self::TrafficPolicy => "trafficpolicies",
         }
     }
 
@@ -71,7 +76,7 @@ impl ResourceKind {
     pub fn is_stored(self) -> bool {
         matches!(
             self,
-            Self::ServiceExport | Self::FailoverPolicy | Self::Workload
+            Self::ServiceExport | Self::FailoverPolicy | Self::Workload | Self::TrafficPolicy
         )
     }
 }
@@ -273,5 +278,6 @@ fn metadata_mut(r: &mut Resource) -> Option<&mut ObjectMeta> {
         Resource::MeshLink(x) => Some(&mut x.metadata),
         Resource::FailoverPolicy(x) => Some(&mut x.metadata),
         Resource::Workload(x) => Some(&mut x.metadata),
+        Resource::TrafficPolicy(x) => Some(&mut x.metadata),
     }
 }

@@ -42,6 +42,10 @@ pub use server::{XdsServer, XdsStats};
 
 use std::net::SocketAddr;
 
+use mesh_api::traffic::TrafficSettings;
+use mesh_failover::Target;
+use mesh_resources::OutlierDetection;
+
 /// Everything the xDS server needs, derived from the catalog by
 /// `catalog::xds_model`. Replaced whole on every catalog change; the server
 /// diffs per client and pushes only what changed.
@@ -51,6 +55,8 @@ pub struct Model {
     pub version: u64,
     /// Our cluster name.
     pub cluster: String,
+    /// Our cluster's region: the region of clients whose node names none.
+    pub region: String,
     /// Our trust domain.
     pub trust_domain: String,
     /// Service ports every client may route to (locals and imports).
@@ -72,7 +78,10 @@ pub enum AppProtocol {
     Tcp,
 }
 
-/// One service port, all its localities (local first).
+/// One service port, all its localities (local first) and its policies.
+/// EDS priorities are not part of the model: they depend on the client's
+/// locality and are computed per client from `targets`
+/// (`mesh_failover::assign_priorities`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceModel {
     /// Namespace.
@@ -85,7 +94,17 @@ pub struct ServiceModel {
     pub protocol: AppProtocol,
     /// Envoy's overprovisioning factor, percent (140 = 1.4).
     pub overprovisioning_factor: u32,
-    /// Localities with their priority (0 = most preferred).
+    /// Failover order after the client's own cluster and region: the
+    /// `FailoverPolicy` targets, else every peer in link order.
+    pub targets: Vec<Target>,
+    /// Envoy's healthy panic threshold, percent (0 disables).
+    pub panic_threshold_percent: u32,
+    /// Passive outlier detection (the policy's or the defaults).
+    pub outlier: OutlierDetection,
+    /// The service's `TrafficPolicy` (defaults filled in); `None` without
+    /// one (the defaults are pushed, and gRPC routes keep no timeout).
+    pub traffic: Option<TrafficSettings>,
+    /// Localities, in model order.
     pub localities: Vec<LocalityModel>,
 }
 
@@ -98,8 +117,6 @@ pub struct LocalityModel {
     pub region: String,
     /// Zone (may be empty).
     pub zone: String,
-    /// Priority, 0 = most preferred.
-    pub priority: u32,
     /// Locality weight (≥ 1).
     pub weight: u32,
     /// Local endpoints (empty for a remote locality).
@@ -128,8 +145,11 @@ pub struct TunnelModel {
     pub cluster: String,
     /// Expected destination SPIFFE ID.
     pub spiffe_id: String,
-    /// Healthy endpoints there (from the peering stream).
+    /// Healthy endpoints there (peer-reported, from the peering stream).
     pub healthy: u32,
+    /// All endpoints there (peer-reported; 0 when the peer sent no
+    /// locality).
+    pub total: u32,
 }
 
 /// A linked peer (gateway role: `peer|<cluster>`).

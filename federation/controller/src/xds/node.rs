@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{value::Kind, Struct};
 use mesh_api::xds::{NODE_ROLE, NODE_UPSTREAMS};
+use mesh_failover::Locality;
 
 /// gRPC's client feature: it ignores `overprovisioning_factor`
 /// (gRFC A27), so priorities must not rely on it.
@@ -35,6 +36,39 @@ pub struct Upstream {
     pub listen: SocketAddr,
 }
 
+/// `node.locality` as sent (empty strings when absent). `sub_zone` is the
+/// client's cluster in Isthmus's convention.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct NodeLocality {
+    /// `locality.region`.
+    pub region: String,
+    /// `locality.zone`.
+    pub zone: String,
+    /// `locality.sub_zone`: the client's cluster.
+    pub sub_zone: String,
+}
+
+impl NodeLocality {
+    /// The client's locality for priorities: an empty `sub_zone` means our
+    /// own cluster (a client of this controller runs in its cluster; Envoy's
+    /// `node.cluster` is a service name, so it is not used), an empty
+    /// region our cluster's region; the zone stays as sent.
+    pub fn resolve(&self, own_cluster: &str, own_region: &str) -> Locality {
+        let or = |v: &str, d: &str| {
+            if v.is_empty() {
+                d.to_owned()
+            } else {
+                v.to_owned()
+            }
+        };
+        Locality {
+            region: or(&self.region, own_region),
+            zone: self.zone.clone(),
+            cluster: or(&self.sub_zone, own_cluster),
+        }
+    }
+}
+
 /// The facts of a client's `Node` that shape its resources.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct NodeInfo {
@@ -48,6 +82,8 @@ pub struct NodeInfo {
     pub overprovisioning: bool,
     /// `node.client_features` as sent.
     pub client_features: Vec<String>,
+    /// `node.locality` as sent: decides the EDS priorities it gets.
+    pub locality: NodeLocality,
 }
 
 impl NodeInfo {
@@ -99,6 +135,15 @@ impl NodeInfo {
                 .iter()
                 .any(|f| f == FEATURE_NO_OVERPROVISIONING),
             client_features: node.client_features.clone(),
+            locality: node
+                .locality
+                .as_ref()
+                .map(|l| NodeLocality {
+                    region: l.region.clone(),
+                    zone: l.zone.clone(),
+                    sub_zone: l.sub_zone.clone(),
+                })
+                .unwrap_or_default(),
         }
     }
 }
@@ -111,6 +156,7 @@ impl Default for NodeInfo {
             upstreams: Vec::new(),
             overprovisioning: true,
             client_features: Vec::new(),
+            locality: NodeLocality::default(),
         }
     }
 }
@@ -217,5 +263,47 @@ mod tests {
         assert!(!info.overprovisioning);
         assert!(NodeInfo::from_node(&Node::default()).overprovisioning);
         assert_eq!(NodeInfo::from_node(&Node::default()).role, NodeRole::Client);
+    }
+
+    #[test]
+    fn node_locality_resolves_with_our_cluster_and_region_as_defaults() {
+        use envoy_types::pb::envoy::config::core::v3::Locality as XdsLocality;
+        let node = Node {
+            cluster: "web".into(), // Envoy's service cluster: not a mesh cluster
+            locality: Some(XdsLocality {
+                region: String::new(),
+                zone: "z1".into(),
+                sub_zone: String::new(),
+            }),
+            ..Default::default()
+        };
+        let info = NodeInfo::from_node(&node);
+        assert_eq!(info.locality.zone, "z1");
+        assert_eq!(
+            info.locality.resolve("cluster-a", "eu"),
+            Locality {
+                region: "eu".into(),
+                zone: "z1".into(),
+                cluster: "cluster-a".into()
+            }
+        );
+        let node = Node {
+            locality: Some(XdsLocality {
+                region: "us".into(),
+                zone: "us-1".into(),
+                sub_zone: "cluster-b".into(),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            NodeInfo::from_node(&node)
+                .locality
+                .resolve("cluster-a", "eu"),
+            Locality {
+                region: "us".into(),
+                zone: "us-1".into(),
+                cluster: "cluster-b".into()
+            }
+        );
     }
 }

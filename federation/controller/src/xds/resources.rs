@@ -11,10 +11,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Debug, Write as _};
 use std::net::{IpAddr, SocketAddr};
 
-use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
+use envoy_types::pb::envoy::config::cluster::v3::{
+    circuit_breakers, cluster, CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlierDetection,
+};
 use envoy_types::pb::envoy::config::core::v3::{
     address, config_source, socket_address, Address, AggregatedConfigSource, ApiVersion,
-    ConfigSource, HealthStatus, Locality, Metadata, SocketAddress, TrafficDirection,
+    ConfigSource, HealthStatus, Locality, Metadata, RoutingPriority, SocketAddress,
+    TrafficDirection,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     cluster_load_assignment, lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint,
@@ -24,8 +27,8 @@ use envoy_types::pb::envoy::config::listener::v3::{
     filter, ApiListener, Filter, FilterChain, Listener,
 };
 use envoy_types::pb::envoy::config::route::v3::{
-    route, route_action, route_match, Route, RouteAction, RouteConfiguration, RouteMatch,
-    VirtualHost,
+    route, route_action, route_match, RetryPolicy, Route, RouteAction, RouteConfiguration,
+    RouteMatch, VirtualHost,
 };
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -35,15 +38,19 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_pr
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     http_protocol_options, HttpProtocolOptions,
 };
+use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::{
     value::Kind, Any, Duration, ListValue, Struct, UInt32Value, Value,
 };
 use envoy_types::util::pack_any;
+use mesh_api::traffic::{TrafficSettings, TRAFFIC_METADATA};
 use mesh_api::xds::{
     clusterset_host, export_cluster_name, listener_name, peer_cluster_name, service_cluster_name,
     CLUSTER_METADATA, CLUSTER_TYPE, ENDPOINT_TYPE, IDENTITY_METADATA, LISTENER_TYPE, ROUTE_TYPE,
     TUNNEL_METADATA,
 };
+use mesh_failover::{assign_priorities, Locality as FailoverLocality};
+use mesh_resources::OutlierDetection;
 
 use super::node::{NodeInfo, NodeRole};
 use super::{AppProtocol, ExportModel, LocalityModel, Model, PeerModel, ServiceModel};
@@ -54,8 +61,9 @@ pub const TYPES: [&str; 4] = [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_
 
 /// Bumped when the generator's output changes for the same inputs, so
 /// hashes (versions) change with it.
-const GENERATOR: u32 = 1;
-/// Envoy's connect timeout for every cluster (gRPC ignores it).
+const GENERATOR: u32 = 2;
+/// Envoy's connect timeout for `peer|` clusters (service clusters take
+/// the TrafficPolicy's `connectMs`; gRPC ignores both).
 const CONNECT_TIMEOUT_SECS: i64 = 5;
 const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
 const TCP_PROXY_FILTER: &str = "envoy.filters.network.tcp_proxy";
@@ -94,8 +102,9 @@ impl Snapshot {
         for t in TYPES {
             snap.types.insert(t, BTreeMap::new());
         }
+        let client = node.locality.resolve(&model.cluster, &model.region);
         for svc in &model.services {
-            snap.add_service(svc, node);
+            snap.add_service(svc, node, &client);
         }
         for up in &node.upstreams {
             let svc = model
@@ -158,9 +167,14 @@ impl Snapshot {
         );
     }
 
-    fn add_service(&mut self, svc: &ServiceModel, node: &NodeInfo) {
+    fn add_service(&mut self, svc: &ServiceModel, node: &NodeInfo, client: &FailoverLocality) {
         let cluster = service_cluster_name(&svc.namespace, &svc.name, svc.port);
-        let hash = hash_of(&("cluster", &svc.namespace, &svc.name, svc.port, svc.protocol));
+        let traffic = svc.traffic.clone().unwrap_or_default();
+        let hash = hash_of(&(
+            "cluster",
+            (&svc.namespace, &svc.name, svc.port, svc.protocol),
+            (svc.panic_threshold_percent, &svc.outlier, &traffic),
+        ));
         let mut md = Struct::default();
         md.fields
             .insert("protocol".into(), string(protocol_name(svc.protocol)));
@@ -169,11 +183,17 @@ impl Snapshot {
             string(&format!("{}/{}", svc.namespace, svc.name)),
         );
         md.fields.insert("port".into(), number(f64::from(svc.port)));
-        let c = eds_cluster(&cluster, md, svc.protocol);
+        let mut c = eds_cluster(&cluster, md, svc.protocol);
+        service_policies(&mut c, svc, &traffic);
         self.insert(CLUSTER_TYPE, cluster.clone(), pack_any(c), hash, true);
 
-        let hash = hash_of(&("cla", svc, node.overprovisioning));
-        let cla = service_load_assignment(&cluster, svc, node.overprovisioning);
+        let priorities = client_priorities(svc, client);
+        let hash = hash_of(&(
+            "cla",
+            (&svc.localities, svc.overprovisioning_factor),
+            (node.overprovisioning, &priorities),
+        ));
+        let cla = service_load_assignment(&cluster, svc, node.overprovisioning, &priorities);
         self.insert(ENDPOINT_TYPE, cluster.clone(), pack_any(cla), hash, false);
 
         if svc.protocol == AppProtocol::Tcp {
@@ -190,7 +210,7 @@ impl Snapshot {
         };
         self.insert(LISTENER_TYPE, name.clone(), pack_any(l), hash, false);
 
-        let hash = hash_of(&("route", &name, &cluster, svc.protocol));
+        let hash = hash_of(&("route", &name, &cluster, svc.protocol, &svc.traffic));
         let rc = route_configuration(&name, svc, &cluster);
         self.insert(ROUTE_TYPE, name, pack_any(rc), hash, false);
     }
@@ -376,31 +396,58 @@ fn locality_usable(l: &LocalityModel) -> bool {
     }
 }
 
-/// The ClusterLoadAssignment of a service port. Priorities are renumbered
-/// densely from 0 (Envoy and gRPC both require no gaps). For clients
-/// without overprovisioning (gRPC) localities with nothing healthy are left
-/// out, so failover to the next priority does not wait for connection
-/// failures.
+/// The priority of each of `svc`'s localities (same order) as seen from
+/// `client`: `mesh_failover::assign_priorities` over the service's targets
+/// (dense from 0).
+pub fn client_priorities(svc: &ServiceModel, client: &FailoverLocality) -> Vec<u32> {
+    let localities: Vec<FailoverLocality> = svc
+        .localities
+        .iter()
+        .map(|l| FailoverLocality {
+            region: l.region.clone(),
+            zone: l.zone.clone(),
+            cluster: l.cluster.clone(),
+        })
+        .collect();
+    assign_priorities(client, &svc.targets, &localities)
+}
+
+/// The ClusterLoadAssignment of a service port, `priorities` being one per
+/// locality ([`client_priorities`]). Priorities are renumbered densely from
+/// 0 over the localities sent (Envoy and gRPC both require no gaps). For
+/// clients without overprovisioning (gRPC) localities with nothing healthy
+/// are left out, so failover to the next priority does not wait for
+/// connection failures.
 fn service_load_assignment(
     name: &str,
     svc: &ServiceModel,
     overprovisioning: bool,
+    priorities: &[u32],
 ) -> ClusterLoadAssignment {
-    let localities: Vec<&LocalityModel> = svc
+    let localities: Vec<(&LocalityModel, u32)> = svc
         .localities
         .iter()
-        .filter(|l| overprovisioning || locality_usable(l))
+        .zip(
+            priorities
+                .iter()
+                .copied()
+                .chain(std::iter::repeat(u32::MAX)),
+        )
+        .filter(|(l, _)| overprovisioning || locality_usable(l))
         .collect();
-    let priorities: BTreeSet<u32> = localities.iter().map(|l| l.priority).collect();
-    let dense: BTreeMap<u32, u32> = priorities.into_iter().zip(0u32..).collect();
+    let levels: BTreeSet<u32> = localities.iter().map(|(_, p)| *p).collect();
+    let dense: BTreeMap<u32, u32> = levels.into_iter().zip(0u32..).collect();
     let endpoints = localities
         .iter()
-        .map(|l| {
+        .map(|(l, priority)| {
             let lb_endpoints = match &l.tunnel {
                 Some(t) => {
                     let mut s = Struct::default();
                     s.fields.insert("cluster".into(), string(&t.cluster));
                     s.fields.insert("spiffe_id".into(), string(&t.spiffe_id));
+                    s.fields
+                        .insert("healthy".into(), number(f64::from(t.healthy)));
+                    s.fields.insert("total".into(), number(f64::from(t.total)));
                     vec![lb_endpoint(t.gateway, t.healthy > 0, TUNNEL_METADATA, s)]
                 }
                 None => l
@@ -419,7 +466,7 @@ fn service_load_assignment(
                 load_balancing_weight: Some(UInt32Value {
                     value: l.weight.max(1),
                 }),
-                priority: dense.get(&l.priority).copied().unwrap_or(0),
+                priority: dense.get(priority).copied().unwrap_or(0),
                 ..Default::default()
             }
         })
@@ -489,8 +536,53 @@ fn socket_listener(name: &str, svc: &ServiceModel, listen: SocketAddr) -> Listen
     }
 }
 
+/// The route's retry policy and timeout from the service's TrafficPolicy
+/// (defaults without one). `retryOn` maps to Envoy's conditions
+/// (`reject-503` → `retriable-status-codes` with 503); gRPC ports add
+/// `unavailable` (the status a proxyless gRPC client sees for all of them).
+/// No retry policy when `attempts` is 0. gRPC ports without a
+/// TrafficPolicy keep no route timeout (streams may be long-lived).
+fn route_policies(svc: &ServiceModel) -> (Option<RetryPolicy>, Option<Duration>) {
+    let t = svc.traffic.clone().unwrap_or_default();
+    let timeout = match (svc.protocol, &svc.traffic) {
+        (AppProtocol::Grpc, None) => Some(duration_ms(0)),
+        _ => Some(duration_ms(t.timeouts.request_ms)),
+    };
+    let r = &t.retries;
+    if r.attempts == 0 || r.retry_on.is_empty() {
+        return (None, timeout);
+    }
+    let mut on: Vec<&str> = Vec::new();
+    let mut codes = Vec::new();
+    for c in &r.retry_on {
+        match c.as_str() {
+            "reject-503" => {
+                on.push("retriable-status-codes");
+                codes.push(503);
+            }
+            "connect-failure" | "refused-stream" | "reset" => on.push(c.as_str()),
+            other => tracing::debug!(
+                condition = other,
+                "retryOn condition without an Envoy equivalent; left out"
+            ),
+        }
+    }
+    if svc.protocol == AppProtocol::Grpc {
+        on.push("unavailable");
+    }
+    let policy = RetryPolicy {
+        retry_on: on.join(","),
+        num_retries: Some(UInt32Value { value: r.attempts }),
+        per_try_timeout: r.per_try_timeout_ms.map(duration_ms),
+        retriable_status_codes: codes,
+        ..Default::default()
+    };
+    (Some(policy), timeout)
+}
+
 fn route_configuration(name: &str, svc: &ServiceModel, cluster: &str) -> RouteConfiguration {
     let host = clusterset_host(&svc.namespace, &svc.name);
+    let (retry_policy, timeout) = route_policies(svc);
     RouteConfiguration {
         name: name.to_owned(),
         virtual_hosts: vec![VirtualHost {
@@ -505,11 +597,8 @@ fn route_configuration(name: &str, svc: &ServiceModel, cluster: &str) -> RouteCo
                     cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
                         cluster.to_owned(),
                     )),
-                    // gRPC streams may be long-lived: no route timeout.
-                    timeout: (svc.protocol == AppProtocol::Grpc).then_some(Duration {
-                        seconds: 0,
-                        nanos: 0,
-                    }),
+                    retry_policy,
+                    timeout,
                     ..Default::default()
                 })),
                 ..Default::default()
@@ -518,6 +607,81 @@ fn route_configuration(name: &str, svc: &ServiceModel, cluster: &str) -> RouteCo
         }],
         ..Default::default()
     }
+}
+
+/// A duration of `ms` milliseconds.
+fn duration_ms(ms: u64) -> Duration {
+    Duration {
+        seconds: i64::try_from(ms / 1000).unwrap_or(i64::MAX),
+        // Below 1e9: fits.
+        nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+fn percent(value: u32) -> Percent {
+    Percent {
+        value: f64::from(value.min(100)),
+    }
+}
+
+fn uint32(value: u32) -> Option<UInt32Value> {
+    Some(UInt32Value { value })
+}
+
+/// Envoy's outlier detection from the policy's (or default) settings, every
+/// field explicit. Detectors set to 0 are not enforced; the gateway-error
+/// detector is enforced (Envoy's default is not to).
+fn outlier_detection(o: &OutlierDetection) -> EnvoyOutlierDetection {
+    let enforce = |n: u32| uint32(if n == 0 { 0 } else { 100 });
+    EnvoyOutlierDetection {
+        consecutive_5xx: uint32(o.consecutive_5xx),
+        enforcing_consecutive_5xx: enforce(o.consecutive_5xx),
+        consecutive_gateway_failure: uint32(o.consecutive_gateway_errors),
+        enforcing_consecutive_gateway_failure: enforce(o.consecutive_gateway_errors),
+        interval: Some(duration_ms(o.interval_ms)),
+        base_ejection_time: Some(duration_ms(o.base_ejection_time_ms)),
+        max_ejection_time: Some(duration_ms(o.max_ejection_time_ms)),
+        max_ejection_percent: uint32(u32::from(o.max_ejection_percent)),
+        enforcing_success_rate: uint32(100),
+        success_rate_minimum_hosts: uint32(5),
+        success_rate_request_volume: uint32(100),
+        success_rate_stdev_factor: uint32(1900),
+        ..Default::default()
+    }
+}
+
+/// The per-service policies of a service cluster (docs/xds.md, Cluster):
+/// panic threshold, outlier detection, circuit breakers with the retry
+/// budget, connect timeout and the TrafficPolicy under
+/// [`TRAFFIC_METADATA`]. Envoy's `budget_percent` is capped at 100 (the
+/// metadata keeps the policy's value).
+fn service_policies(c: &mut Cluster, svc: &ServiceModel, t: &TrafficSettings) {
+    c.connect_timeout = Some(duration_ms(t.timeouts.connect_ms));
+    if let Some(lb) = c.common_lb_config.as_mut() {
+        lb.healthy_panic_threshold = Some(percent(svc.panic_threshold_percent));
+    }
+    c.outlier_detection = Some(outlier_detection(&svc.outlier));
+    let cb = &t.circuit_breaker;
+    let budget = &t.retries.budget;
+    c.circuit_breakers = Some(CircuitBreakers {
+        thresholds: vec![circuit_breakers::Thresholds {
+            priority: RoutingPriority::Default as i32,
+            max_connections: uint32(cb.max_connections),
+            max_pending_requests: uint32(cb.max_pending_requests),
+            max_requests: uint32(cb.max_requests),
+            retry_budget: Some(circuit_breakers::thresholds::RetryBudget {
+                budget_percent: Some(percent(budget.percent)),
+                min_retry_concurrency: uint32(budget.min_retries_per_second),
+                budget_interval: Some(duration_ms(u64::from(budget.ttl_seconds) * 1000)),
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    c.metadata
+        .get_or_insert_with(Metadata::default)
+        .filter_metadata
+        .insert(TRAFFIC_METADATA.to_owned(), t.to_struct());
 }
 
 /// `peer|<cluster>`: the peer's gateways, STATIC (STRICT_DNS when a gateway

@@ -14,6 +14,7 @@ use mesh_api::xds::{
     CLUSTER_METADATA, CLUSTER_TYPE, ENDPOINT_TYPE, IDENTITY_METADATA, LISTENER_TYPE, ROUTE_TYPE,
     TUNNEL_METADATA,
 };
+use mesh_failover::Target;
 use prost::Message;
 
 use super::delta::DeltaStream;
@@ -31,27 +32,29 @@ fn ep(port: u16, healthy: bool) -> EndpointModel {
     }
 }
 
-fn loc(cluster: &str, priority: u32, endpoints: Vec<EndpointModel>) -> LocalityModel {
+fn loc(cluster: &str, endpoints: Vec<EndpointModel>) -> LocalityModel {
     LocalityModel {
         cluster: cluster.into(),
         region: "r".into(),
         zone: "z".into(),
-        priority,
         weight: 3,
         endpoints,
         tunnel: None,
     }
 }
 
-fn tunnel(cluster: &str, priority: u32, healthy: u32) -> LocalityModel {
+/// A remote locality in region `r-<cluster>` (not the client's region).
+fn tunnel(cluster: &str, healthy: u32) -> LocalityModel {
     LocalityModel {
+        region: format!("r-{cluster}"),
         tunnel: Some(TunnelModel {
             gateway: ([127, 0, 0, 9], 15443).into(),
             cluster: cluster.into(),
             spiffe_id: format!("spiffe://{cluster}.mesh/ns/default/sa/web"),
             healthy,
+            total: 4,
         }),
-        ..loc(cluster, priority, vec![])
+        ..loc(cluster, vec![])
     }
 }
 
@@ -67,6 +70,10 @@ fn svc(
         port,
         protocol,
         overprovisioning_factor: 140,
+        targets: Vec::new(),
+        panic_threshold_percent: 50,
+        outlier: Default::default(),
+        traffic: None,
         localities,
     }
 }
@@ -75,23 +82,30 @@ fn model() -> Model {
     Model {
         version: 1,
         cluster: "cluster-a".into(),
+        region: "r".into(),
         trust_domain: "cluster-a.mesh".into(),
         services: vec![
-            svc(
-                "web",
-                8080,
-                AppProtocol::Http,
-                vec![
-                    loc("cluster-a", 0, vec![ep(1, false)]),
-                    tunnel("cluster-b", 2, 1),
-                    tunnel("cluster-c", 5, 0),
+            ServiceModel {
+                targets: vec![
+                    Target::Cluster("cluster-b".into()),
+                    Target::Cluster("cluster-c".into()),
                 ],
-            ),
+                ..svc(
+                    "web",
+                    8080,
+                    AppProtocol::Http,
+                    vec![
+                        loc("cluster-a", vec![ep(1, false)]),
+                        tunnel("cluster-b", 1),
+                        tunnel("cluster-c", 0),
+                    ],
+                )
+            },
             svc(
                 "db",
                 5432,
                 AppProtocol::Tcp,
-                vec![loc("cluster-a", 0, vec![ep(2, true)])],
+                vec![loc("cluster-a", vec![ep(2, true)])],
             ),
         ],
         peers: vec![PeerModel {
@@ -155,7 +169,7 @@ fn clusters_endpoints_listeners_routes_of_a_service() {
         Some(Kind::StringValue("http".into()))
     );
 
-    // Priorities 0, 2, 5 become 0, 1, 2; health and metadata per endpoint.
+    // Own cluster, then the targets in order; health and metadata per endpoint.
     let cla: ClusterLoadAssignment = decode(&snap, ENDPOINT_TYPE, WEB);
     let prios: Vec<u32> = cla.endpoints.iter().map(|l| l.priority).collect();
     assert_eq!(prios, vec![0, 1, 2]);
@@ -467,4 +481,287 @@ fn delta_initial_versions_and_wildcard_toggle() {
         vec!["outbound|5432||db.default.svc.clusterset.local"]
     );
     assert!(d.handle_snapshot(&snap).is_empty());
+}
+
+/// cluster-a has zones z1 and z2 in region r; cluster-b is in region r too;
+/// cluster-c (region eu) is the policy's target; cluster-d (region us) is
+/// not named anywhere.
+fn failover_model() -> Model {
+    let zoned = |cluster: &str, zone: &str, port: u16| LocalityModel {
+        zone: zone.into(),
+        ..loc(cluster, vec![ep(port, true)])
+    };
+    let remote = |cluster: &str, region: &str| LocalityModel {
+        region: region.into(),
+        ..tunnel(cluster, 2)
+    };
+    Model {
+        services: vec![ServiceModel {
+            targets: vec![Target::Cluster("cluster-c".into())],
+            ..svc(
+                "web",
+                8080,
+                AppProtocol::Http,
+                vec![
+                    remote("cluster-d", "us"),
+                    zoned("cluster-a", "z2", 2),
+                    remote("cluster-c", "eu"),
+                    remote("cluster-b", "r"),
+                    zoned("cluster-a", "z1", 1),
+                ],
+            )
+        }],
+        ..model()
+    }
+}
+
+fn node_in(region: &str, zone: &str, sub_zone: &str) -> NodeInfo {
+    NodeInfo {
+        locality: super::node::NodeLocality {
+            region: region.into(),
+            zone: zone.into(),
+            sub_zone: sub_zone.into(),
+        },
+        ..NodeInfo::default()
+    }
+}
+
+/// (sub_zone/zone, priority) of every locality of web's CLA.
+fn priorities_of(snap: &Snapshot) -> Vec<(String, u32)> {
+    let cla: ClusterLoadAssignment = decode(snap, ENDPOINT_TYPE, WEB);
+    let mut v: Vec<(String, u32)> = cla
+        .endpoints
+        .iter()
+        .map(|l| {
+            let loc = l.locality.clone().unwrap();
+            (format!("{}/{}", loc.sub_zone, loc.zone), l.priority)
+        })
+        .collect();
+    v.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+    v
+}
+
+#[test]
+fn priorities_follow_the_client_locality() {
+    let m = failover_model();
+    // A client in zone z1 of cluster-a (region r).
+    let z1 = Snapshot::build(&m, &node_in("r", "z1", "cluster-a"));
+    assert_eq!(
+        priorities_of(&z1),
+        [
+            ("cluster-a/z1".to_string(), 0),
+            ("cluster-a/z2".to_string(), 1),
+            ("cluster-b/z".to_string(), 2),
+            ("cluster-c/z".to_string(), 3),
+            ("cluster-d/z".to_string(), 4),
+        ]
+    );
+    // A client in z2 swaps the two local zones: different content, version.
+    let z2 = Snapshot::build(&m, &node_in("r", "z2", "cluster-a"));
+    assert_eq!(
+        priorities_of(&z2)[..2],
+        [
+            ("cluster-a/z2".to_string(), 0),
+            ("cluster-a/z1".to_string(), 1)
+        ]
+    );
+    assert_ne!(
+        z1.resources(ENDPOINT_TYPE).unwrap()[WEB].hash,
+        z2.resources(ENDPOINT_TYPE).unwrap()[WEB].hash
+    );
+    // Clusters, listeners and routes do not depend on the locality.
+    for t in [CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE] {
+        assert_eq!(
+            z1.resources(t).unwrap()[match t {
+                CLUSTER_TYPE => WEB,
+                _ => "web.default.svc.clusterset.local:8080",
+            }]
+            .hash,
+            z2.resources(t).unwrap()[match t {
+                CLUSTER_TYPE => WEB,
+                _ => "web.default.svc.clusterset.local:8080",
+            }]
+            .hash,
+            "{t}"
+        );
+    }
+    // No locality in the node: our cluster and region, no zone; both local
+    // zones share the first level, the levels stay dense.
+    let anywhere = Snapshot::build(&m, &NodeInfo::default());
+    assert_eq!(
+        priorities_of(&anywhere),
+        [
+            ("cluster-a/z1".to_string(), 0),
+            ("cluster-a/z2".to_string(), 0),
+            ("cluster-b/z".to_string(), 1),
+            ("cluster-c/z".to_string(), 2),
+            ("cluster-d/z".to_string(), 3),
+        ]
+    );
+    // A client of another cluster in region eu: cluster-c shares its
+    // region, so it comes first (nothing is in the client's own cluster).
+    let eu = Snapshot::build(&m, &node_in("eu", "", "cluster-x"));
+    assert_eq!(priorities_of(&eu)[0], ("cluster-c/z".to_string(), 0));
+}
+
+#[test]
+fn tunnel_metadata_carries_peer_counts() {
+    let snap = Snapshot::build(&model(), &NodeInfo::default());
+    let cla: ClusterLoadAssignment = decode(&snap, ENDPOINT_TYPE, WEB);
+    let counts: Vec<(String, Option<Kind>, Option<Kind>, i32)> = cla
+        .endpoints
+        .iter()
+        .filter_map(|l| {
+            let lb = &l.lb_endpoints[0];
+            let t = lb.metadata.as_ref()?.filter_metadata.get(TUNNEL_METADATA)?;
+            Some((
+                l.locality.clone().unwrap().sub_zone,
+                t.fields["healthy"].kind.clone(),
+                t.fields["total"].kind.clone(),
+                lb.health_status,
+            ))
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            (
+                "cluster-b".to_string(),
+                Some(Kind::NumberValue(1.0)),
+                Some(Kind::NumberValue(4.0)),
+                HealthStatus::Healthy as i32
+            ),
+            (
+                "cluster-c".to_string(),
+                Some(Kind::NumberValue(0.0)),
+                Some(Kind::NumberValue(4.0)),
+                HealthStatus::Unhealthy as i32
+            ),
+        ]
+    );
+}
+
+#[test]
+fn clusters_carry_failover_and_traffic_policies() {
+    use envoy_types::pb::envoy::config::route::v3::route;
+    use mesh_api::traffic::{TrafficSettings, TRAFFIC_METADATA};
+
+    // Without policies: the defaults, explicit.
+    let snap = Snapshot::build(&model(), &NodeInfo::default());
+    let c: Cluster = decode(&snap, CLUSTER_TYPE, WEB);
+    let lb = c.common_lb_config.as_ref().unwrap();
+    assert_eq!(lb.healthy_panic_threshold.as_ref().unwrap().value, 50.0);
+    let od = c.outlier_detection.as_ref().unwrap();
+    assert_eq!(od.consecutive_5xx.unwrap().value, 5);
+    assert_eq!(od.consecutive_gateway_failure.unwrap().value, 5);
+    assert_eq!(od.enforcing_consecutive_gateway_failure.unwrap().value, 100);
+    assert_eq!(od.interval.unwrap().seconds, 10);
+    assert_eq!(od.base_ejection_time.unwrap().seconds, 30);
+    assert_eq!(od.max_ejection_time.unwrap().seconds, 300);
+    assert_eq!(od.max_ejection_percent.unwrap().value, 10);
+    let th = &c.circuit_breakers.as_ref().unwrap().thresholds[0];
+    assert_eq!(
+        (
+            th.max_connections.unwrap().value,
+            th.max_pending_requests.unwrap().value,
+            th.max_requests.unwrap().value
+        ),
+        (1024, 1024, 1024)
+    );
+    let budget = th.retry_budget.unwrap();
+    assert_eq!(budget.budget_percent.unwrap().value, 20.0);
+    assert_eq!(budget.min_retry_concurrency.unwrap().value, 10);
+    assert_eq!(c.connect_timeout.unwrap().seconds, 1);
+    let md = &c.metadata.as_ref().unwrap().filter_metadata[TRAFFIC_METADATA];
+    assert_eq!(
+        TrafficSettings::from_struct(md).unwrap(),
+        TrafficSettings::default()
+    );
+    let rc: RouteConfiguration = decode(&snap, ROUTE_TYPE, "web.default.svc.clusterset.local:8080");
+    let Some(route::Action::Route(action)) = &rc.virtual_hosts[0].routes[0].action else {
+        panic!("not a route action");
+    };
+    let rp = action.retry_policy.as_ref().unwrap();
+    assert_eq!(
+        rp.retry_on,
+        "connect-failure,refused-stream,reset,retriable-status-codes"
+    );
+    assert_eq!(rp.retriable_status_codes, [503]);
+    assert_eq!(rp.num_retries.unwrap().value, 2);
+    assert_eq!(rp.per_try_timeout, None);
+    assert_eq!(action.timeout.unwrap().seconds, 15);
+
+    // With policies: their values; a gRPC port gets `unavailable` and the
+    // policy's request timeout.
+    let mut m = model();
+    let mut t = TrafficSettings::default();
+    t.retries.attempts = 4;
+    t.retries.per_try_timeout_ms = Some(1500);
+    t.retries.retry_on = vec!["connect-failure".into()];
+    t.retries.budget.percent = 300;
+    t.timeouts.connect_ms = 250;
+    t.timeouts.request_ms = 2000;
+    t.circuit_breaker.max_requests = 7;
+    let web = &mut m.services[0];
+    web.protocol = AppProtocol::Grpc;
+    web.panic_threshold_percent = 0;
+    web.outlier.consecutive_5xx = 0;
+    web.outlier.base_ejection_time_ms = 1500;
+    web.traffic = Some(t.clone());
+    let snap = Snapshot::build(&m, &NodeInfo::default());
+    let c: Cluster = decode(&snap, CLUSTER_TYPE, WEB);
+    assert_eq!(
+        c.common_lb_config
+            .unwrap()
+            .healthy_panic_threshold
+            .unwrap()
+            .value,
+        0.0
+    );
+    let od = c.outlier_detection.unwrap();
+    assert_eq!(od.consecutive_5xx.unwrap().value, 0);
+    assert_eq!(od.enforcing_consecutive_5xx.unwrap().value, 0);
+    let bet = od.base_ejection_time.unwrap();
+    assert_eq!((bet.seconds, bet.nanos), (1, 500_000_000));
+    let th = &c.circuit_breakers.unwrap().thresholds[0];
+    assert_eq!(th.max_requests.unwrap().value, 7);
+    // Envoy's Percent is at most 100; the metadata keeps 300.
+    assert_eq!(
+        th.retry_budget.unwrap().budget_percent.unwrap().value,
+        100.0
+    );
+    let ct = c.connect_timeout.unwrap();
+    assert_eq!((ct.seconds, ct.nanos), (0, 250_000_000));
+    let md = &c.metadata.unwrap().filter_metadata[TRAFFIC_METADATA];
+    assert_eq!(TrafficSettings::from_struct(md).unwrap(), t);
+    let rc: RouteConfiguration = decode(&snap, ROUTE_TYPE, "web.default.svc.clusterset.local:8080");
+    let Some(route::Action::Route(action)) = &rc.virtual_hosts[0].routes[0].action else {
+        panic!("not a route action");
+    };
+    let rp = action.retry_policy.as_ref().unwrap();
+    assert_eq!(rp.retry_on, "connect-failure,unavailable");
+    assert_eq!(rp.num_retries.unwrap().value, 4);
+    let ptt = rp.per_try_timeout.unwrap();
+    assert_eq!((ptt.seconds, ptt.nanos), (1, 500_000_000));
+    assert_eq!(action.timeout.unwrap().seconds, 2);
+
+    // A gRPC port without a TrafficPolicy keeps no route timeout; no
+    // retries means no retry policy.
+    let api = &mut m.services[0];
+    let mut t0 = TrafficSettings::default();
+    t0.retries.attempts = 0;
+    api.traffic = None;
+    let snap = Snapshot::build(&m, &NodeInfo::default());
+    let rc: RouteConfiguration = decode(&snap, ROUTE_TYPE, "web.default.svc.clusterset.local:8080");
+    let Some(route::Action::Route(action)) = &rc.virtual_hosts[0].routes[0].action else {
+        panic!("not a route action");
+    };
+    assert_eq!(action.timeout.unwrap().seconds, 0);
+    m.services[0].traffic = Some(t0);
+    let snap = Snapshot::build(&m, &NodeInfo::default());
+    let rc: RouteConfiguration = decode(&snap, ROUTE_TYPE, "web.default.svc.clusterset.local:8080");
+    let Some(route::Action::Route(action)) = &rc.virtual_hosts[0].routes[0].action else {
+        panic!("not a route action");
+    };
+    assert!(action.retry_policy.is_none());
 }

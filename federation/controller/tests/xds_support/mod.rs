@@ -51,30 +51,26 @@ pub fn endpoint(addr: SocketAddr, healthy: bool) -> EndpointModel {
     }
 }
 
-/// A locality of local endpoints.
-pub fn local_locality(
-    cluster: &str,
-    priority: u32,
-    endpoints: Vec<EndpointModel>,
-) -> LocalityModel {
+/// A locality of local endpoints in region `eu`, zone `eu-1`. Seen from a
+/// client of cluster-a (the model's cluster) without a zone, cluster-a's
+/// localities get priority 0 and another cluster's the next one.
+pub fn local_locality(cluster: &str, endpoints: Vec<EndpointModel>) -> LocalityModel {
     LocalityModel {
         cluster: cluster.into(),
         region: "eu".into(),
         zone: "eu-1".into(),
-        priority,
         weight: 1,
         endpoints,
         tunnel: None,
     }
 }
 
-/// A remote locality behind a gateway.
-pub fn tunnel_locality(cluster: &str, priority: u32, gateway: SocketAddr) -> LocalityModel {
+/// A remote locality behind a gateway (region `us`).
+pub fn tunnel_locality(cluster: &str, gateway: SocketAddr) -> LocalityModel {
     LocalityModel {
         cluster: cluster.into(),
         region: "us".into(),
         zone: "us-1".into(),
-        priority,
         weight: 1,
         endpoints: vec![],
         tunnel: Some(TunnelModel {
@@ -82,6 +78,7 @@ pub fn tunnel_locality(cluster: &str, priority: u32, gateway: SocketAddr) -> Loc
             cluster: cluster.into(),
             spiffe_id: format!("spiffe://{cluster}.mesh/ns/default/sa/web"),
             healthy: 1,
+            total: 1,
         }),
     }
 }
@@ -100,6 +97,10 @@ pub fn service(
         port,
         protocol,
         overprovisioning_factor: 140,
+        targets: Vec::new(),
+        panic_threshold_percent: 50,
+        outlier: Default::default(),
+        traffic: None,
         localities,
     }
 }
@@ -109,6 +110,7 @@ pub fn model(version: u64, services: Vec<ServiceModel>) -> Model {
     Model {
         version,
         cluster: "cluster-a".into(),
+        region: "eu".into(),
         trust_domain: "cluster-a.mesh".into(),
         services,
         ..Default::default()

@@ -222,6 +222,9 @@ pub struct SidecarConfig {
     pub identity: Identity,
     /// TCP address of the admin listener.
     pub admin: SocketAddr,
+    /// Where the workload runs (left out when `None`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locality: Option<Locality>,
     /// The local east-west gateway.
     pub gateway: GatewayRef,
     /// Outbound listeners, one per upstream service.
@@ -240,6 +243,17 @@ pub struct SidecarConfig {
     /// come from it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub control_plane: Option<ControlPlaneRef>,
+}
+
+/// The sidecar's `locality` section.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Locality {
+    /// Region name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Zone name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 /// The sidecar's `gateway` section.

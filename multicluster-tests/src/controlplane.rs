@@ -41,6 +41,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ControllerConfig {
     /// The cluster's name.
     pub cluster: String,
+    /// The cluster's region (failover priorities); left out when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     /// SPIFFE trust domain.
     pub trust_domain: String,
     /// Raft node id, ≥ 1.
@@ -83,6 +86,8 @@ pub struct ControllerGateway {
 /// Options of a cluster's control plane.
 #[derive(Debug, Clone)]
 pub struct ControlPlaneOptions {
+    /// `region` of the controllers (`None`: left out).
+    pub region: Option<String>,
     /// Raft nodes (1, 3 or 5).
     pub nodes: usize,
     /// `svid_ttl_seconds` (`None`: the binary's default, 24 h).
@@ -94,6 +99,7 @@ pub struct ControlPlaneOptions {
 impl Default for ControlPlaneOptions {
     fn default() -> Self {
         ControlPlaneOptions {
+            region: None,
             nodes: 1,
             svid_ttl_seconds: None,
             lease_seconds: None,
@@ -288,6 +294,7 @@ impl ControlPlane {
         for (i, ip) in ips.iter().enumerate() {
             let config = ControllerConfig {
                 cluster: cluster.to_owned(),
+                region: options.region.clone(),
                 trust_domain: trust_domain.to_owned(),
                 node_id: i as u64 + 1,
                 data_dir: "data".into(),

@@ -143,7 +143,7 @@ impl Mesh {
     /// Dynamic mode, before the components start: controllers, bootstrap
     /// bundles, join tokens, links and exports.
     fn start_control_planes(&mut self) -> Result<()> {
-        let options = self
+        let mut options = self
             .topology
             .control_plane
             .clone()
@@ -170,6 +170,7 @@ impl Mesh {
                 })
                 .collect();
             let td = c.trust_domain.clone();
+            options.region.clone_from(&c.region);
             let cp =
                 ControlPlane::start_in(&site, self.dir(), name, &td, &ips, gateways, &options)?;
             let dir = self.dir().join(name);

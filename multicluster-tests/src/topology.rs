@@ -31,8 +31,8 @@ use tempfile::TempDir;
 
 use crate::config::{
     AppProtocol, ControlPlaneRef, Endpoint, Export, GatewayConfig, GatewayRef, GatewayTimeouts,
-    Identity, Inbound, Outbound, Peer, PeerTransport, PemFiles, Protocol, Quic, Reconnect,
-    Register, RegisterPort, Remote, Service, SidecarConfig, SidecarTimeouts,
+    Identity, Inbound, Locality, Outbound, Peer, PeerTransport, PemFiles, Protocol, Quic,
+    Reconnect, Register, RegisterPort, Remote, Service, SidecarConfig, SidecarTimeouts,
 };
 use crate::controlplane::ControlPlaneOptions;
 use crate::net::{Block, Subnet};
@@ -228,6 +228,8 @@ pub(crate) struct Cluster {
     hosts: Hosts,
     /// Addresses handed out by [`Topology::host`] (workloads, apps).
     hosts_given: usize,
+    /// Its region ([`Topology::set_region`]).
+    pub(crate) region: Option<String>,
     /// Gateway replicas, replica 0 first (component `gateway`).
     pub(crate) gateways: Vec<GatewayPlace>,
     pub(crate) workloads: Vec<Placed>,
@@ -320,6 +322,7 @@ impl Topology {
             trust_domain: format!("{name}.mesh"),
             hosts: Hosts::Loopback(subnet),
             hosts_given: 0,
+            region: None,
             gateways: Vec::new(),
             workloads: Vec::new(),
             controller_grpc: None,
@@ -505,6 +508,17 @@ impl Topology {
             service: service.to_owned(),
             to: to.iter().map(|s| (*s).to_owned()).collect(),
         });
+    }
+
+    /// Puts `cluster` in `region` (a DNS label): its controllers get
+    /// `region`, its sidecars `locality.region`. Failover priorities rank
+    /// other clusters of the same region before a policy's targets.
+    ///
+    /// # Errors
+    /// Unknown cluster.
+    pub fn set_region(&mut self, cluster: &str, region: &str) -> Result<()> {
+        self.cluster_mut(cluster)?.region = Some(region.to_owned());
+        Ok(())
     }
 
     /// Switches to dynamic config: [`Topology::start`] runs a controller
@@ -879,6 +893,10 @@ impl Topology {
                 identity(Self::spiffe_id(cluster, &w.spec.namespace, &w.spec.name))
             },
             admin: w.admin,
+            locality: c.region.as_ref().map(|r| Locality {
+                region: Some(r.clone()),
+                zone: None,
+            }),
             gateway: GatewayRef {
                 address: c.gateways[0].listen,
                 addresses,

@@ -9,6 +9,11 @@
 //! log says whether any request failed. Each test prints one line of
 //! figures per scenario.
 //!
+//! Each cluster is in its own region (`eu-west`, `eu-central`, `us-east`
+//! for a, b, c): remote clusters then rank by the policy's targets (two
+//! clusters of one region share a priority level whatever the targets say,
+//! docs/failover.md).
+//!
 //! Config: dynamic (controllers, with a `FailoverPolicy` — targets, base
 //! ejection time 5 s — and a `TrafficPolicy` — retries — applied in
 //! cluster-a before the proxies start); `ISTHMUS_FAILOVER_CONFIG=static`
@@ -91,6 +96,15 @@ struct Scenario {
     mesh: Mesh,
 }
 
+/// The region of each cluster: one per cluster.
+fn region(cluster: &str) -> &'static str {
+    match cluster {
+        A => "eu-west",
+        B => "eu-central",
+        _ => "us-east",
+    }
+}
+
 /// The workload name of backend `i` (0-based).
 fn backend(i: usize) -> String {
     format!("web-{}", i + 1)
@@ -102,6 +116,9 @@ fn setup(test: &str, shape: &Shape) -> Result<Scenario> {
         t.add_cluster(c)?;
     }
     t.use_wan(LinkConfig::delay(ONE_WAY))?;
+    for c in &shape.clusters {
+        t.set_region(c, region(c))?;
+    }
     for (c, n) in &shape.replicas {
         t.gateway_replicas(c, *n)?;
     }
@@ -278,6 +295,24 @@ impl Scenario {
             self.mesh.restart(cluster, &backend(i))?;
         }
         Ok(())
+    }
+
+    /// A's frontend sidecar's `/config_dump` entry for `default/web` (for
+    /// failure messages: priorities, health, ejections).
+    fn frontend_dump(&self) -> String {
+        match self.mesh.admin_get(A, FRONTEND, "/config_dump") {
+            Ok((200, text)) => serde_json::from_str::<serde_json::Value>(&text)
+                .map(|v| {
+                    let web = v["services"]
+                        .as_array()
+                        .and_then(|l| l.iter().find(|s| s.to_string().contains("web")).cloned());
+                    let fo = v.get("failover").cloned().unwrap_or_default();
+                    format!("service {} failover {fo}", web.unwrap_or_default())
+                })
+                .unwrap_or(text),
+            Ok((status, text)) => format!("/config_dump answered {status}: {text}"),
+            Err(e) => format!("/config_dump failed: {e:#}"),
+        }
     }
 
     /// A's frontend sidecar's metric lines that mention retries, outlier
@@ -522,7 +557,8 @@ fn partition_fails_over_to_third() -> Result<()> {
         report.ensure_no_failures("A partitioned from B, C exports")?;
         ensure!(
             c_before == 0,
-            "{C} served {c_before} requests before the partition though {B} comes first"
+            "{C} served {c_before} requests before the partition though {B} comes first; A's frontend: {}",
+            s.frontend_dump()
         );
         ensure!(c_after > 0, "{C} served nothing after the partition");
         Ok(())

@@ -136,7 +136,7 @@ fn setup(test: &str, shape: &Shape) -> Result<Scenario> {
     });
     if static_mode() && !bare() {
         t.tuning.service_failover = Some(json!({
-            "outlier": { "base_ejection_time_ms": BASE_EJECTION.as_millis() as u64 },
+            "outlier_detection": { "base_ejection_time_ms": BASE_EJECTION.as_millis() as u64 },
         }));
         t.tuning.service_resilience = Some(json!({
             "retries": {

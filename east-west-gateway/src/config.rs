@@ -108,8 +108,9 @@ pub struct PeerConfig {
     pub cluster: String,
     /// Its trust domain.
     pub trust_domain: TrustDomain,
-    /// Where to reach it.
-    pub address: PeerAddress,
+    /// Where to reach its gateway replicas over QUIC (`address` or
+    /// `addresses`; at least one, no duplicates), in config order.
+    pub addresses: Vec<PeerAddress>,
     /// The only ID accepted for it, if restricted.
     pub spiffe_id: Option<SpiffeId>,
     /// How we reach it.
@@ -121,12 +122,22 @@ pub struct PeerConfig {
 pub enum PeerTransport {
     /// QUIC from our `listen` endpoint to the peer's `address`.
     Quic,
-    /// One TLS 1.3 over TCP connection carrying HTTP/2, one CONNECT stream
-    /// per tunnel stream, to the peer's `tcp_listen` at this address.
-    TcpTls(PeerAddress),
+    /// One TLS 1.3 over TCP connection carrying HTTP/2 per replica, one
+    /// CONNECT stream per tunnel stream, to each replica's `tcp_listen` at
+    /// these addresses (`tcp_address` or `tcp_addresses`).
+    TcpTls(Vec<PeerAddress>),
 }
 
 impl PeerConfig {
+    /// The addresses the pool dials, one connection each: the replicas'
+    /// `tcp_listen` addresses for `tcp-tls`, else their QUIC addresses.
+    pub fn dial_addresses(&self) -> &[PeerAddress] {
+        match &self.transport {
+            PeerTransport::Quic => &self.addresses,
+            PeerTransport::TcpTls(a) => a,
+        }
+    }
+
     /// Whether `id` may act as this peer's gateway.
     pub fn admits(&self, id: &SpiffeId) -> bool {
         match &self.spiffe_id {
@@ -214,6 +225,8 @@ pub struct QuicConfig {
     /// Streams in flight across the gateway before new ones are rejected
     /// with [`tunnel_proto::RejectReason::Overloaded`].
     pub max_streams_in_flight: usize,
+    /// Congestion controller of every QUIC connection.
+    pub congestion: RawCongestion,
 }
 
 /// Deadlines.
@@ -225,6 +238,9 @@ pub struct Timeouts {
     pub connect: Duration,
     /// How long SIGTERM waits for in-flight streams.
     pub drain: Duration,
+    /// A peer gateway replica silent this long after a relayed OPEN header
+    /// is marked down and the header goes to the next replica.
+    pub peer_open: Duration,
 }
 
 /// Reconnect backoff bounds.
@@ -338,6 +354,7 @@ impl Validator<'_> {
             ("timeouts.header_ms", raw.timeouts.header_ms),
             ("timeouts.connect_ms", raw.timeouts.connect_ms),
             ("timeouts.drain_ms", raw.timeouts.drain_ms),
+            ("timeouts.peer_open_ms", raw.timeouts.peer_open_ms),
             (
                 "reconnect.initial_backoff_ms",
                 raw.reconnect.initial_backoff_ms,
@@ -540,12 +557,8 @@ impl Validator<'_> {
         }
         let trust_domain = TrustDomain::parse(&p.trust_domain)
             .map_err(|e| self.err(format!("{key}.trust_domain"), e.to_string()))?;
-        let address = parse_peer_address(&p.address).ok_or_else(|| {
-            self.err(
-                format!("{key}.address"),
-                format!("`{}` is not host:port", p.address),
-            )
-        })?;
+        let addresses =
+            self.replica_addresses(key, "address", "addresses", &[&p.address], &p.addresses)?;
         let spiffe_id = match &p.spiffe_id {
             None => None,
             Some(s) => {
@@ -560,36 +573,87 @@ impl Validator<'_> {
                 Some(id)
             }
         };
-        let transport = match (p.transport.unwrap_or(RawTransport::Quic), &p.tcp_address) {
-            (RawTransport::Quic, None) => PeerTransport::Quic,
-            (RawTransport::Quic, Some(_)) => {
+        let tcp_single = p.tcp_address.as_deref().unwrap_or_default();
+        let has_tcp = !tcp_single.is_empty() || !p.tcp_addresses.is_empty();
+        let tcp_key = if p.tcp_addresses.is_empty() {
+            "tcp_address"
+        } else {
+            "tcp_addresses"
+        };
+        let transport = match (p.transport.unwrap_or(RawTransport::Quic), has_tcp) {
+            (RawTransport::Quic, false) => PeerTransport::Quic,
+            (RawTransport::Quic, true) => {
                 return Err(self.err(
-                    format!("{key}.tcp_address"),
+                    format!("{key}.{tcp_key}"),
                     "is only used with `transport: tcp-tls`",
                 ))
             }
-            (RawTransport::TcpTls, None) => {
+            (RawTransport::TcpTls, false) => {
                 return Err(self.err(
                     format!("{key}.tcp_address"),
                     "is required with `transport: tcp-tls`",
                 ))
             }
-            (RawTransport::TcpTls, Some(a)) => {
-                PeerTransport::TcpTls(parse_peer_address(a).ok_or_else(|| {
-                    self.err(
-                        format!("{key}.tcp_address"),
-                        format!("`{a}` is not host:port"),
-                    )
-                })?)
-            }
+            (RawTransport::TcpTls, true) => PeerTransport::TcpTls(self.replica_addresses(
+                key,
+                "tcp_address",
+                "tcp_addresses",
+                &[tcp_single],
+                &p.tcp_addresses,
+            )?),
         };
         Ok(PeerConfig {
             cluster: p.cluster.clone(),
             trust_domain,
-            address,
+            addresses,
             spiffe_id,
             transport,
         })
+    }
+
+    /// A peer's replica addresses from the one-element key `single` (empty
+    /// = absent) or the list key `list`: exactly one of them, no duplicates.
+    fn replica_addresses(
+        &self,
+        key: &str,
+        single_key: &str,
+        list_key: &str,
+        single: &[&str],
+        list: &[String],
+    ) -> Result<Vec<PeerAddress>, ConfigError> {
+        let single: Vec<&str> = single.iter().copied().filter(|s| !s.is_empty()).collect();
+        let (written, k): (Vec<&str>, &str) = match (single.is_empty(), list.is_empty()) {
+            (false, false) => {
+                return Err(self.err(
+                    format!("{key}.{list_key}"),
+                    format!("give `{single_key}` or `{list_key}`, not both"),
+                ))
+            }
+            (true, true) => {
+                return Err(self.err(
+                    format!("{key}.{single_key}"),
+                    format!("is required (or `{list_key}`)"),
+                ))
+            }
+            (false, true) => (single, single_key),
+            (true, false) => (list.iter().map(String::as_str).collect(), list_key),
+        };
+        let indexed = k == list_key;
+        let mut out: Vec<PeerAddress> = Vec::with_capacity(written.len());
+        for (j, a) in written.iter().enumerate() {
+            let at = if indexed {
+                format!("{key}.{k}[{j}]")
+            } else {
+                format!("{key}.{k}")
+            };
+            let parsed = parse_peer_address(a)
+                .ok_or_else(|| self.err(&at, format!("`{a}` is not host:port")))?;
+            if out.contains(&parsed) {
+                return Err(self.err(at, "duplicate replica address"));
+            }
+            out.push(parsed);
+        }
+        Ok(out)
     }
 
     fn export(
@@ -682,6 +746,7 @@ impl Validator<'_> {
             send_window: q.send_window_bytes,
             max_concurrent_streams: q.max_concurrent_streams,
             max_streams_in_flight: usize::try_from(q.max_streams_in_flight).unwrap_or(usize::MAX),
+            congestion: q.congestion,
         })
     }
 
@@ -689,6 +754,7 @@ impl Validator<'_> {
         for (k, v) in [
             ("timeouts.header_ms", t.header_ms),
             ("timeouts.connect_ms", t.connect_ms),
+            ("timeouts.peer_open_ms", t.peer_open_ms),
         ] {
             if v == 0 {
                 return Err(self.err(k, "must be > 0"));
@@ -698,6 +764,7 @@ impl Validator<'_> {
             header: Duration::from_millis(t.header_ms),
             connect: Duration::from_millis(t.connect_ms),
             drain: Duration::from_millis(t.drain_ms),
+            peer_open: Duration::from_millis(t.peer_open_ms),
         })
     }
 

@@ -4,9 +4,11 @@
 //! - `peer|<cluster>` clusters become `peers`: cluster metadata
 //!   `isthmus.dev/cluster` carries `trust_domain`, optional `spiffe_id`,
 //!   `transport` (`quic` | `tcp-tls`) and `tcp_address`; the peer gateway's
-//!   address (an IP or a DNS name, `STRICT_DNS`) is the first usable
-//!   endpoint of the cluster's inline `load_assignment` or of the
-//!   ClusterLoadAssignment of the same name.
+//!   replicas (`addresses`: IPs or DNS names, `STRICT_DNS`) are every
+//!   usable endpoint of the cluster's inline `load_assignment` or of the
+//!   ClusterLoadAssignment of the same name, in order, duplicates dropped
+//!   (the peer's `MeshLink.gatewayAddresses` / its controller's
+//!   `gateways[]`).
 //! - `export|<port>||<svc>.<ns>` clusters become `exports`: metadata
 //!   `exported_to` (list of peer clusters) and `service` (`ns/name`),
 //!   endpoints from the ClusterLoadAssignment of the same name (identity
@@ -74,7 +76,7 @@ fn check(type_url: &str, name: &str, any: &Any) -> Result<(), String> {
         if name.starts_with("export|") {
             endpoints(&cla)?;
         } else {
-            first_address(&cla)?;
+            all_addresses(&cla)?;
         }
     }
     Ok(())
@@ -103,15 +105,15 @@ pub fn from_xds(snapshot: &AdsSnapshot) -> Result<(Vec<RawPeer>, Vec<RawExport>)
             .load_assignment
             .as_ref()
             .filter(|l| !l.endpoints.is_empty());
-        let address = match inline.or_else(|| clas.get(name)) {
-            Some(cla) => first_address(cla).map_err(|e| format!("{name}: {e}"))?,
-            None => None,
+        let addresses = match inline.or_else(|| clas.get(name)) {
+            Some(cla) => all_addresses(cla).map_err(|e| format!("{name}: {e}"))?,
+            None => Vec::new(),
         };
-        let Some(address) = address else {
+        if addresses.is_empty() {
             tracing::info!(peer, "peer has no gateway address yet; left out");
             continue;
-        };
-        raw.address = address;
+        }
+        raw.addresses = addresses;
         peers.push(raw);
     }
     let peer_names: BTreeSet<&str> = peers.iter().map(|p| p.cluster.as_str()).collect();
@@ -151,9 +153,11 @@ fn peer_facts(peer: &str, c: &Cluster) -> Result<RawPeer, String> {
         cluster: peer.to_owned(),
         trust_domain: trust_domain.to_owned(),
         address: String::new(),
+        addresses: Vec::new(),
         spiffe_id: spiffe_id.map(str::to_owned),
         transport,
         tcp_address: tcp_address.map(str::to_owned),
+        tcp_addresses: Vec::new(),
     })
 }
 
@@ -190,8 +194,10 @@ fn export_facts(name: &str, c: &Cluster) -> Result<RawExport, String> {
     })
 }
 
-/// The `host:port` of the first usable endpoint, if any.
-fn first_address(cla: &ClusterLoadAssignment) -> Result<Option<String>, String> {
+/// The `host:port` of every usable endpoint (one per gateway replica), in
+/// order, without duplicates.
+fn all_addresses(cla: &ClusterLoadAssignment) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
     for (i, loc) in cla.endpoints.iter().enumerate() {
         for (j, lb) in loc.lb_endpoints.iter().enumerate() {
             if !xds_decode::is_usable(lb) {
@@ -199,10 +205,12 @@ fn first_address(cla: &ClusterLoadAssignment) -> Result<Option<String>, String> 
             }
             let a = xds_decode::host_port(lb)
                 .map_err(|e| format!("endpoints[{i}].lb_endpoints[{j}].{e}"))?;
-            return Ok(Some(a));
+            if !out.contains(&a) {
+                out.push(a);
+            }
         }
     }
-    Ok(None)
+    Ok(out)
 }
 
 /// An export's endpoints (usable ones, identity metadata required).
@@ -367,7 +375,7 @@ mod tests {
         let (peers, exports) = from_xds(&snap).unwrap();
         assert_eq!(peers.len(), 1);
         assert_eq!(peers[0].cluster, "cluster-b");
-        assert_eq!(peers[0].address, "127.0.0.2:15443");
+        assert_eq!(peers[0].addresses, vec!["127.0.0.2:15443"]);
         assert_eq!(peers[0].transport, Some(RawTransport::TcpTls));
         assert_eq!(peers[0].tcp_address.as_deref(), Some("127.0.0.2:15444"));
         assert_eq!(exports.len(), 1);
@@ -396,13 +404,46 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            first_address(&dns).unwrap().as_deref(),
-            Some("gw.cluster-d.example:15443")
+            all_addresses(&dns).unwrap(),
+            vec!["gw.cluster-d.example:15443"]
         );
 
         let subs = subscriptions(&snap);
         assert!(subs[CLUSTER_TYPE].is_empty(), "CDS is a wildcard");
         assert_eq!(subs[ENDPOINT_TYPE].len(), 3);
+    }
+
+    #[test]
+    fn every_gateway_replica_the_peer_advertises_is_taken() {
+        let cla = ClusterLoadAssignment {
+            cluster_name: "peer|cluster-b".into(),
+            endpoints: vec![
+                LocalityLbEndpoints {
+                    lb_endpoints: vec![lb("127.0.0.2:15443", None), lb("127.0.0.3:15443", None)],
+                    ..Default::default()
+                },
+                LocalityLbEndpoints {
+                    lb_endpoints: vec![lb("127.0.0.2:15443", None), lb("127.0.0.4:15443", None)],
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let snap = snapshot(
+            vec![cluster(
+                "peer|cluster-b",
+                string_struct([("trust_domain", "cluster-b.mesh")]),
+                None,
+            )],
+            vec![cla],
+        );
+        let (peers, _) = from_xds(&snap).unwrap();
+        assert_eq!(
+            peers[0].addresses,
+            vec!["127.0.0.2:15443", "127.0.0.3:15443", "127.0.0.4:15443"],
+            "every replica once, in order"
+        );
+        assert_eq!(peers[0].address, "");
     }
 
     #[test]

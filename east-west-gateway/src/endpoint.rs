@@ -14,7 +14,7 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 use trust_bundle::{Authorizer, BundleMap, BundleStore, SvidSource};
 
-use crate::config::{Config, QuicConfig};
+use crate::config::{Config, QuicConfig, RawCongestion};
 use crate::route::HopIdentity;
 use crate::state::ConfigCell;
 
@@ -39,9 +39,17 @@ pub enum EndpointError {
 }
 
 /// Transport parameters from the `quic` section (RFC 9000 §18.2): keep-alive,
-/// idle timeout (ms), flow-control windows (bytes), stream limit.
+/// idle timeout (ms), flow-control windows (bytes), stream limit, and the
+/// congestion controller (`quic.congestion`).
 pub fn transport(q: &QuicConfig) -> Arc<TransportConfig> {
     let mut t = TransportConfig::default();
+    let congestion: Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> = match q.congestion
+    {
+        RawCongestion::Cubic => Arc::new(quinn::congestion::CubicConfig::default()),
+        RawCongestion::Bbr => Arc::new(quinn::congestion::BbrConfig::default()),
+        RawCongestion::NewReno => Arc::new(quinn::congestion::NewRenoConfig::default()),
+    };
+    t.congestion_controller_factory(congestion);
     t.keep_alive_interval(q.keep_alive)
         // Validated below 2^62 ms in config; the fallback never applies.
         .max_idle_timeout(IdleTimeout::try_from(q.idle_timeout).ok())

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `isthmus_gateway_streams_total` | counter | `direction` = outbound\|inbound, `result` = accepted\|rejected\|failed |
 //! | `isthmus_gateway_stream_rejects_total` | counter | `reason` (e.g. `not_exported`) |
-//! | `isthmus_gateway_peer_connections` | gauge | `peer` (cluster): 1 while the pooled connection is up |
+//! | `isthmus_gateway_peer_connections` | gauge | `peer` (cluster): replicas of its gateway with a pooled connection up |
 //! | `isthmus_gateway_handshake_failures_total` | counter | — |
 //! | `isthmus_gateway_bytes_total` | counter | `direction`: bytes spliced, outbound = toward the peer cluster |
 
@@ -148,13 +148,14 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets whether the pooled connection to `peer` is up.
-    pub fn peer_connected(&self, peer: &str, up: bool) {
+    /// Sets how many of `peer`'s gateway replicas have a pooled
+    /// connection up.
+    pub fn peer_connections(&self, peer: &str, up: usize) {
         self.peer_connections
             .get_or_create(&PeerLabels {
                 peer: peer.to_owned(),
             })
-            .set(i64::from(up));
+            .set(i64::try_from(up).unwrap_or(i64::MAX));
     }
 
     /// Counts a failed QUIC or TCP+TLS handshake.

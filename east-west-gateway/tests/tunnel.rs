@@ -222,8 +222,8 @@ async fn a_peer_named_by_dns_is_resolved() -> anyhow::Result<()> {
     assert!(yaml.contains("localhost:"), "{yaml}");
     let config = p.a.config(&yaml);
     assert!(matches!(
-        config.peers["cluster-b"].address,
-        mesh_gateway::config::PeerAddress::Dns { .. }
+        config.peers["cluster-b"].addresses[..],
+        [mesh_gateway::config::PeerAddress::Dns { .. }]
     ));
     let gw = start(config).await;
     let sc = Sidecar::connect(&p.a, &[&p.a], gw.quic_addr()).await?;

@@ -121,8 +121,12 @@ pub struct Peer {
     pub cluster: String,
     /// The peer's trust domain.
     pub trust_domain: String,
-    /// The peer gateway's `host:port` (UDP).
-    pub address: String,
+    /// The peer gateway's `host:port` (UDP), when it runs one replica.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Every replica's `host:port` (UDP), when it runs several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addresses: Option<Vec<String>>,
     /// The peer gateway's SPIFFE ID.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spiffe_id: Option<String>,
@@ -130,9 +134,12 @@ pub struct Peer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transport: Option<PeerTransport>,
     /// The peer gateway's `tcp_listen` (`host:port`); with
-    /// [`PeerTransport::TcpTls`] only, and then required.
+    /// [`PeerTransport::TcpTls`] only (then this or `tcp_addresses`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp_address: Option<String>,
+    /// Every replica's `tcp_listen`, when the peer runs several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_addresses: Option<Vec<String>>,
 }
 
 /// `peers[].transport`: the transport of the gateway-to-gateway hop.
@@ -191,6 +198,10 @@ pub struct GatewayTimeouts {
     /// Drain time on SIGTERM, ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drain_ms: Option<u64>,
+    /// How long a peer replica may take to answer a tunnel OPEN before the
+    /// gateway marks it down and tries the next one, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_open_ms: Option<u64>,
 }
 
 /// The gateway's `reconnect` section.
@@ -211,6 +222,9 @@ pub struct SidecarConfig {
     pub identity: Identity,
     /// TCP address of the admin listener.
     pub admin: SocketAddr,
+    /// Where the workload runs (left out when `None`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locality: Option<Locality>,
     /// The local east-west gateway.
     pub gateway: GatewayRef,
     /// Outbound listeners, one per upstream service.
@@ -231,11 +245,25 @@ pub struct SidecarConfig {
     pub control_plane: Option<ControlPlaneRef>,
 }
 
+/// The sidecar's `locality` section.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Locality {
+    /// Region name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Zone name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+}
+
 /// The sidecar's `gateway` section.
 #[derive(Debug, Clone, Serialize)]
 pub struct GatewayRef {
-    /// The local gateway's QUIC address.
+    /// The local gateway's QUIC address (replica 0).
     pub address: SocketAddr,
+    /// Every local gateway replica's QUIC address, when there are several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addresses: Option<Vec<SocketAddr>>,
     /// The local gateway's SPIFFE ID.
     pub spiffe_id: String,
     /// QUIC keep-alive toward the gateway, ms.
@@ -309,6 +337,13 @@ pub struct Service {
     pub endpoints: Vec<Endpoint>,
     /// Clusters exporting it to us.
     pub remote: Vec<Remote>,
+    /// Locality LB and outlier detection settings (snake_case keys as in
+    /// `docs/reference/data-path-config.md`); left out when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover: Option<serde_json::Value>,
+    /// Retries, timeouts and circuit breaking; left out when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resilience: Option<serde_json::Value>,
 }
 
 /// A remote cluster serving a service.

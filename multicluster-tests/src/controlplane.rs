@@ -14,7 +14,7 @@
 //! `data/`, `controller.log`.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,9 +26,9 @@ use serde_json::{json, Value};
 use trust_bundle::{Bundle, TrustDomain};
 
 use crate::bins::binaries;
-use crate::net;
-use crate::process::{Process, Spec};
+use crate::process::Process;
 use crate::ready::{eventually, patience, wait_until, wait_until_all};
+use crate::site::Site;
 use crate::tools::{require, run, Tool};
 
 /// Timeout of one admin API call.
@@ -41,6 +41,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ControllerConfig {
     /// The cluster's name.
     pub cluster: String,
+    /// The cluster's region (failover priorities); left out when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     /// SPIFFE trust domain.
     pub trust_domain: String,
     /// Raft node id, ≥ 1.
@@ -83,6 +86,8 @@ pub struct ControllerGateway {
 /// Options of a cluster's control plane.
 #[derive(Debug, Clone)]
 pub struct ControlPlaneOptions {
+    /// `region` of the controllers (`None`: left out).
+    pub region: Option<String>,
     /// Raft nodes (1, 3 or 5).
     pub nodes: usize,
     /// `svid_ttl_seconds` (`None`: the binary's default, 24 h).
@@ -94,6 +99,7 @@ pub struct ControlPlaneOptions {
 impl Default for ControlPlaneOptions {
     fn default() -> Self {
         ControlPlaneOptions {
+            region: None,
             nodes: 1,
             svid_ttl_seconds: None,
             lease_seconds: None,
@@ -107,6 +113,7 @@ pub struct Controller {
     pub config: ControllerConfig,
     config_path: PathBuf,
     process: Process,
+    site: Site,
 }
 
 impl Controller {
@@ -116,6 +123,14 @@ impl Controller {
     /// # Errors
     /// Missing binary or write failure.
     pub fn spawn(dir: &Path, config: ControllerConfig) -> Result<Self> {
+        Self::spawn_in(&Site::root(), dir, config)
+    }
+
+    /// [`Controller::spawn`] inside `site` (a cluster's namespace).
+    ///
+    /// # Errors
+    /// Missing binary or write failure.
+    pub fn spawn_in(site: &Site, dir: &Path, config: ControllerConfig) -> Result<Self> {
         let bins = binaries()?;
         let home = dir.join(format!("controller-{}", config.node_id));
         std::fs::create_dir_all(&home).with_context(|| format!("mkdir {}", home.display()))?;
@@ -124,7 +139,8 @@ impl Controller {
         std::fs::write(&config_path, text)
             .with_context(|| format!("writing {}", config_path.display()))?;
         let log_level = std::env::var("ISTHMUS_TEST_LOG").unwrap_or_else(|_| "info".into());
-        let spec = Spec::new(&bins.controller)
+        let spec = site
+            .spec(&bins.controller)
             .arg("--config")
             .arg(&config_path)
             .env("RUST_LOG", log_level)
@@ -136,12 +152,13 @@ impl Controller {
             config,
             config_path,
             process,
+            site: site.clone(),
         })
     }
 
     /// The admin API of this node.
     pub fn admin(&self) -> AdminClient {
-        AdminClient::new(self.config.admin_listen)
+        AdminClient::in_site(self.config.admin_listen, self.site.clone())
     }
 
     /// The Raft node id.
@@ -223,6 +240,8 @@ pub struct ControlPlane {
     pub trust_domain: String,
     /// The nodes, node ids 1..=n in order.
     pub nodes: Vec<Controller>,
+    /// Where the nodes run.
+    pub site: Site,
 }
 
 impl ControlPlane {
@@ -243,6 +262,31 @@ impl ControlPlane {
         gateways: Vec<ControllerGateway>,
         options: &ControlPlaneOptions,
     ) -> Result<Self> {
+        Self::start_in(
+            &Site::root(),
+            dir,
+            cluster,
+            trust_domain,
+            ips,
+            gateways,
+            options,
+        )
+    }
+
+    /// [`ControlPlane::start`] inside `site` (a cluster's namespace; the
+    /// preferred ports are then used as they are).
+    ///
+    /// # Errors
+    /// As [`ControlPlane::start`].
+    pub fn start_in(
+        site: &Site,
+        dir: &Path,
+        cluster: &str,
+        trust_domain: &str,
+        ips: &[Ipv4Addr],
+        gateways: Vec<ControllerGateway>,
+        options: &ControlPlaneOptions,
+    ) -> Result<Self> {
         ensure!(!ips.is_empty(), "a control plane needs at least one node");
         let dir = dir.join(cluster);
         let mut nodes: Vec<Controller> = Vec::new();
@@ -250,21 +294,22 @@ impl ControlPlane {
         for (i, ip) in ips.iter().enumerate() {
             let config = ControllerConfig {
                 cluster: cluster.to_owned(),
+                region: options.region.clone(),
                 trust_domain: trust_domain.to_owned(),
                 node_id: i as u64 + 1,
                 data_dir: "data".into(),
-                raft_listen: net::tcp_addr(*ip, 15013)?,
+                raft_listen: site.tcp_addr(*ip, 15013)?,
                 join: first_raft.map(|a: SocketAddr| a.to_string()),
-                grpc_listen: net::tcp_addr(*ip, 15012)?,
-                xds_plaintext_listen: Some(net::tcp_addr(*ip, 15010)?),
-                admin_listen: net::tcp_addr(*ip, 15014)?,
-                bundle_listen: net::tcp_addr(*ip, 15015)?,
+                grpc_listen: site.tcp_addr(*ip, 15012)?,
+                xds_plaintext_listen: Some(site.tcp_addr(*ip, 15010)?),
+                admin_listen: site.tcp_addr(*ip, 15014)?,
+                bundle_listen: site.tcp_addr(*ip, 15015)?,
                 gateways: gateways.clone(),
                 svid_ttl_seconds: options.svid_ttl_seconds,
                 lease_seconds: options.lease_seconds,
             };
             first_raft.get_or_insert(config.raft_listen);
-            let mut node = Controller::spawn(&dir, config)?;
+            let mut node = Controller::spawn_in(site, &dir, config)?;
             node.wait_ready()?;
             nodes.push(node);
         }
@@ -272,6 +317,7 @@ impl ControlPlane {
             cluster: cluster.to_owned(),
             trust_domain: trust_domain.to_owned(),
             nodes,
+            site: site.clone(),
         };
         cp.wait_voters(ips.len())?;
         Ok(cp)
@@ -388,7 +434,7 @@ impl ControlPlane {
     /// # Errors
     /// As [`fetch_bundle`].
     pub fn bundle(&self) -> Result<Bundle> {
-        fetch_bundle(self.bundle_address(), &self.trust_domain)
+        fetch_bundle_in(&self.site, self.bundle_address(), &self.trust_domain)
     }
 }
 
@@ -417,8 +463,16 @@ pub fn raft_voters(status: &Value) -> usize {
 /// # Errors
 /// curl failed, a non-200 answer, or the body is not a bundle of `td`.
 pub fn fetch_bundle(addr: SocketAddr, trust_domain: &str) -> Result<Bundle> {
+    fetch_bundle_in(&Site::root(), addr, trust_domain)
+}
+
+/// [`fetch_bundle`] with curl run inside `site`.
+///
+/// # Errors
+/// As [`fetch_bundle`].
+pub fn fetch_bundle_in(site: &Site, addr: SocketAddr, trust_domain: &str) -> Result<Bundle> {
     let curl = require(Tool::Curl)?;
-    let mut cmd = std::process::Command::new(curl);
+    let mut cmd = site.command(curl);
     cmd.args(["-sS", "-k", "--max-time", "5", "-w", "\n%{http_code}"])
         .arg(format!("https://{addr}/"));
     let out = run(&mut cmd, None, Duration::from_secs(10))?;
@@ -783,12 +837,23 @@ pub struct AdminClient {
     pub addr: SocketAddr,
     /// Sent as `Authorization: Bearer <token>` when set.
     pub token: Option<String>,
+    /// Where the listener is reachable (the controller's namespace).
+    pub site: Site,
 }
 
 impl AdminClient {
-    /// A client of the admin API at `addr`.
+    /// A client of the admin API at `addr` (root namespace).
     pub fn new(addr: SocketAddr) -> Self {
-        AdminClient { addr, token: None }
+        Self::in_site(addr, Site::root())
+    }
+
+    /// A client of the admin API at `addr` inside `site`.
+    pub fn in_site(addr: SocketAddr, site: Site) -> Self {
+        AdminClient {
+            addr,
+            token: None,
+            site,
+        }
     }
 
     /// One call: `method path` with `body` of `content_type`.
@@ -814,7 +879,7 @@ impl AdminClient {
         content_type: Option<&str>,
         body: &[u8],
     ) -> Result<AdminResponse> {
-        let mut s = TcpStream::connect_timeout(&self.addr, CALL_TIMEOUT)?;
+        let mut s = self.site.connect(self.addr, CALL_TIMEOUT)?;
         s.set_read_timeout(Some(CALL_TIMEOUT))?;
         s.set_write_timeout(Some(CALL_TIMEOUT))?;
         let mut head = format!(

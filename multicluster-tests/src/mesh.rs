@@ -1,5 +1,6 @@
 //! A started topology: the gateways and sidecars as running processes (and,
-//! in dynamic mode, each cluster's controllers).
+//! in dynamic mode, each cluster's controllers), on loopback or, after
+//! [`Topology::use_wan`], each cluster's inside its network namespace.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -8,14 +9,16 @@ use std::time::Duration;
 
 use anyhow::{anyhow, ensure, Context, Result};
 
-use crate::bins::{binaries, Binaries};
+use crate::bins::binaries;
 use crate::config::SidecarConfig;
 use crate::controlplane::{
     link, service_export_yaml, wait_import, AdminClient, ControlPlane, ControllerGateway,
 };
+use crate::netns::Wan;
 use crate::pki::{write_bundle_map, ClusterPki};
-use crate::process::{Process, Spec};
-use crate::ready::{http_get, patience, wait_http_ready, wait_until};
+use crate::process::Process;
+use crate::ready::{patience, wait_until};
+use crate::site::Site;
 use crate::topology::Topology;
 
 /// The admin readiness path of both binaries.
@@ -51,6 +54,10 @@ impl Topology {
     /// Missing binaries, a write failure, or a component that exits or is
     /// not ready within the patience (the error carries its log tail).
     pub fn start(self) -> Result<Mesh> {
+        ensure!(
+            self.resources.is_empty() || self.is_dynamic(),
+            "apply_on_start needs the controllers (use_control_plane)"
+        );
         let bins = binaries()?;
         let mut pki = BTreeMap::new();
         for c in &self.clusters {
@@ -76,6 +83,12 @@ impl Topology {
         if mesh.topology.is_dynamic() {
             mesh.start_control_planes()?;
         }
+        let gateways: Vec<(String, usize)> = mesh
+            .topology
+            .clusters
+            .iter()
+            .map(|c| (c.name.clone(), c.gateways.len()))
+            .collect();
         let names: Vec<(String, Vec<String>)> = mesh
             .topology
             .clusters
@@ -85,18 +98,25 @@ impl Topology {
                 (c.name.clone(), ws)
             })
             .collect();
-        for (cluster, _) in &names {
-            let cfg = mesh.topology.gateway_config(cluster)?;
-            let path = mesh.topology.config_path(cluster, "gateway");
-            Topology::write_yaml(&path, &cfg)?;
-            mesh.spawn(&bins, cluster, "gateway", &path)?;
+        for (cluster, replicas) in &gateways {
+            for r in 0..*replicas {
+                let cfg = mesh.topology.gateway_replica_config(cluster, r)?;
+                let component = Topology::gateway_component(r);
+                let path = mesh.topology.config_path(cluster, &component);
+                Topology::write_yaml(&path, &cfg)?;
+                mesh.spawn(&bins.gateway, cluster, &component, &path)?;
+            }
         }
-        for (cluster, _) in &names {
-            mesh.wait_ready(cluster, "gateway")?;
+        for (cluster, replicas) in &gateways {
+            for r in 0..*replicas {
+                mesh.wait_ready(cluster, &Topology::gateway_component(r))?;
+            }
         }
         if mesh.topology.peers_over_tcp_tls() && !mesh.topology.is_dynamic() {
-            for (cluster, _) in &names {
-                mesh.wait_peers_connected(cluster)?;
+            for (cluster, replicas) in &gateways {
+                for r in 0..*replicas {
+                    mesh.wait_replica_peers_connected(cluster, r)?;
+                }
             }
         }
         for (cluster, workloads) in &names {
@@ -104,7 +124,7 @@ impl Topology {
                 let cfg = mesh.topology.sidecar_config(cluster, w)?;
                 let path = mesh.topology.config_path(cluster, w);
                 Topology::write_yaml(&path, &cfg)?;
-                mesh.spawn(&bins, cluster, w, &path)?;
+                mesh.spawn(&bins.sidecar, cluster, w, &path)?;
             }
         }
         for (cluster, workloads) in &names {
@@ -123,7 +143,7 @@ impl Mesh {
     /// Dynamic mode, before the components start: controllers, bootstrap
     /// bundles, join tokens, links and exports.
     fn start_control_planes(&mut self) -> Result<()> {
-        let options = self
+        let mut options = self
             .topology
             .control_plane
             .clone()
@@ -139,18 +159,28 @@ impl Mesh {
             for _ in 0..options.nodes.max(1) {
                 ips.push(self.topology.host(name)?);
             }
+            let site = self.topology.site(name)?;
             let c = self.topology.cluster(name)?;
-            let gateways = vec![ControllerGateway {
-                address: c.gateway_listen,
-                admin: c.gateway_admin,
-            }];
+            let gateways: Vec<ControllerGateway> = c
+                .gateways
+                .iter()
+                .map(|g| ControllerGateway {
+                    address: g.listen,
+                    admin: g.admin,
+                })
+                .collect();
             let td = c.trust_domain.clone();
-            let cp = ControlPlane::start(self.dir(), name, &td, &ips, gateways, &options)?;
+            options.region.clone_from(&c.region);
+            let cp =
+                ControlPlane::start_in(&site, self.dir(), name, &td, &ips, gateways, &options)?;
             let dir = self.dir().join(name);
             write_bundle_map(&dir.join("bundles.json"), [cp.bundle()?])?;
             let admin = cp.admin();
-            let token = admin.join_token("isthmus-system", "east-west-gateway", 3600)?;
-            std::fs::write(dir.join(Topology::token_file("gateway")), token)?;
+            for r in 0..c.gateways.len() {
+                let token = admin.join_token("isthmus-system", "east-west-gateway", 3600)?;
+                let component = Topology::gateway_component(r);
+                std::fs::write(dir.join(Topology::token_file(&component)), token)?;
+            }
             for w in &c.workloads {
                 let token = admin.join_token(&w.spec.namespace, &w.spec.name, 3600)?;
                 std::fs::write(dir.join(Topology::token_file(&w.spec.name)), token)?;
@@ -182,6 +212,11 @@ impl Mesh {
                 .apply_yaml(&service_export_yaml(ns, name))
                 .with_context(|| format!("exporting {} in {}", e.service, e.cluster))?;
         }
+        for (cluster, yaml) in &self.topology.resources {
+            self.admin(cluster)?
+                .apply_yaml(yaml)
+                .with_context(|| format!("applying resources in {cluster}:\n{yaml}"))?;
+        }
         Ok(())
     }
 
@@ -195,7 +230,9 @@ impl Mesh {
             .map(|c| c.name.clone())
             .collect();
         for c in &clusters {
-            self.wait_peers_connected(c)?;
+            for r in 0..self.topology.cluster(c)?.gateways.len() {
+                self.wait_replica_peers_connected(c, r)?;
+            }
         }
         let exports: Vec<(String, String)> = self
             .topology
@@ -252,12 +289,14 @@ impl Mesh {
             return Ok(());
         }
         let admin = self.topology.sidecar_admin(cluster, workload)?;
+        let site = self.topology.site(cluster)?;
         let p = self.process(cluster, workload)?;
         wait_until(
             p,
             &format!("catalog of {cluster}/{workload} from xDS"),
             || {
-                let (status, body) = http_get(admin, "/config_dump", Duration::from_secs(2))?;
+                let (status, body) =
+                    site.http_get(admin, "/config_dump", Duration::from_secs(2))?;
                 ensure!(status == 200, "/config_dump answered {status}");
                 let dump: serde_json::Value = serde_json::from_str(&body)
                     .with_context(|| format!("/config_dump is not JSON: {body}"))?;
@@ -321,6 +360,36 @@ impl Mesh {
         &self.topology
     }
 
+    /// The WAN of [`Topology::use_wan`] (for `partition`, `heal`,
+    /// `set_link`, `stats`).
+    ///
+    /// # Errors
+    /// The topology runs on loopback.
+    pub fn wan(&self) -> Result<&Wan> {
+        self.topology
+            .wan()
+            .ok_or_else(|| anyhow!("this mesh runs on loopback (no Topology::use_wan)"))
+    }
+
+    /// Where `cluster`'s processes run (see [`Topology::site`]).
+    ///
+    /// # Errors
+    /// Unknown cluster.
+    pub fn site(&self, cluster: &str) -> Result<Site> {
+        self.topology.site(cluster)
+    }
+
+    /// `GET path` on a component's admin listener (`gateway`, `gateway-<r>`
+    /// or a workload name), from the component's site.
+    ///
+    /// # Errors
+    /// Unknown component, or the request failed.
+    pub fn admin_get(&self, cluster: &str, component: &str, path: &str) -> Result<(u16, String)> {
+        let admin = self.component_admin(cluster, component)?;
+        self.site(cluster)?
+            .http_get(admin, path, Duration::from_secs(5))
+    }
+
     /// The temp dir.
     pub fn dir(&self) -> &Path {
         self.topology.dir()
@@ -359,13 +428,24 @@ impl Mesh {
     /// # Errors
     /// It exited or was not ready within the patience.
     pub fn wait_ready(&mut self, cluster: &str, component: &str) -> Result<()> {
-        let admin = if component == "gateway" {
-            self.topology.gateway_admin(cluster)?
-        } else {
-            self.topology.sidecar_admin(cluster, component)?
-        };
+        let admin = self.component_admin(cluster, component)?;
+        let site = self.site(cluster)?;
         let p = self.process(cluster, component)?;
-        wait_http_ready(p, admin, READY_PATH)
+        site.wait_http_ready(p, admin, READY_PATH)
+    }
+
+    /// The admin address of `gateway`, `gateway-<r>` or a workload.
+    fn component_admin(&self, cluster: &str, component: &str) -> Result<SocketAddr> {
+        if component == "gateway" {
+            return self.topology.gateway_admin(cluster);
+        }
+        if let Some(r) = component
+            .strip_prefix("gateway-")
+            .and_then(|r| r.parse().ok())
+        {
+            return self.topology.gateway_replica_admin(cluster, r);
+        }
+        self.topology.sidecar_admin(cluster, component)
     }
 
     /// Waits until `cluster`'s gateway reports its pooled connection up
@@ -375,20 +455,31 @@ impl Mesh {
     /// # Errors
     /// The gateway exited, or a connection was not up within the patience.
     pub fn wait_peers_connected(&mut self, cluster: &str) -> Result<()> {
+        self.wait_replica_peers_connected(cluster, 0)
+    }
+
+    /// [`Mesh::wait_peers_connected`] for gateway replica `r`.
+    ///
+    /// # Errors
+    /// As [`Mesh::wait_peers_connected`].
+    pub fn wait_replica_peers_connected(&mut self, cluster: &str, r: usize) -> Result<()> {
         let linked: Vec<String> = self
             .topology
             .trusted_by(cluster)
             .filter(|p| self.topology.trusted_by(p).any(|q| q == cluster))
             .map(str::to_owned)
             .collect();
-        let admin = self.topology.gateway_admin(cluster)?;
-        let p = self.process(cluster, "gateway")?;
+        let admin = self.topology.gateway_replica_admin(cluster, r)?;
+        let site = self.site(cluster)?;
+        let p = self.process(cluster, &Topology::gateway_component(r))?;
         wait_until(p, "peer connections up", || {
-            let (status, metrics) = http_get(admin, "/metrics", Duration::from_secs(2))?;
+            let (status, metrics) = site.http_get(admin, "/metrics", Duration::from_secs(2))?;
             ensure!(status == 200, "/metrics answered {status}");
             for peer in &linked {
-                let up = format!("isthmus_gateway_peer_connections{{peer=\"{peer}\"}} 1");
-                ensure!(metrics.contains(&up), "no connection to {peer} yet");
+                ensure!(
+                    peer_connections(&metrics, peer) >= 1.0,
+                    "no connection to {peer} yet"
+                );
             }
             Ok(())
         })
@@ -430,18 +521,16 @@ impl Mesh {
 
     fn spawn(
         &mut self,
-        bins: &Binaries,
+        program: &Path,
         cluster: &str,
         component: &str,
         config: &Path,
     ) -> Result<()> {
-        let program = if component == "gateway" {
-            &bins.gateway
-        } else {
-            &bins.sidecar
-        };
         let log_level = std::env::var("ISTHMUS_TEST_LOG").unwrap_or_else(|_| "info".into());
-        let mut spec = Spec::new(program)
+        let mut spec = self
+            .topology
+            .site(cluster)?
+            .spec(program)
             .arg("--config")
             .arg(config)
             .env("RUST_LOG", log_level)
@@ -459,4 +548,16 @@ impl Mesh {
 
 fn key(cluster: &str, component: &str) -> String {
     format!("{cluster}/{component}")
+}
+
+/// The sum of `isthmus_gateway_peer_connections` samples labelled
+/// `peer="<peer>"` in a Prometheus text page (one sample per peer, or one
+/// per peer replica).
+fn peer_connections(metrics: &str, peer: &str) -> f64 {
+    let label = format!("peer=\"{peer}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("isthmus_gateway_peer_connections{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

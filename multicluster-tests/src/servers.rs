@@ -1,6 +1,7 @@
 //! Real servers nobody here wrote: nginx, PostgreSQL and python3
 //! `http.server`, each on a given loopback address with all its state in a
-//! directory the caller owns.
+//! directory the caller owns. nginx also runs inside a cluster's network
+//! namespace ([`Nginx::start_in`]).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -8,12 +9,13 @@ use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::process::{Process, Spec};
 use crate::ready::{wait_tcp, wait_until};
+use crate::site::Site;
 use crate::tools::{require, run, Tool};
 
 /// Whether we run as root (euid 0): `/proc/self` is owned by the euid.
@@ -26,12 +28,49 @@ pub fn running_as_root() -> bool {
 /// An nginx serving static files from [`Nginx::root`], `GET /whoami`
 /// answering the request's `x-forwarded-client-cert` header, and WebDAV
 /// `PUT /upload/<name>` (no size limit) storing into `root/upload/`.
+/// Besides the usual access log it writes `timed.log`, one
+/// `$msec $status $request_uri` line per request ([`Nginx::served`]).
 pub struct Nginx {
     /// The listening address.
     pub addr: SocketAddr,
     root: PathBuf,
     dir: PathBuf,
+    site: Site,
     process: Process,
+}
+
+/// One request an nginx answered, from its `timed.log`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    /// When nginx logged it (the end of the request), ms since the Unix
+    /// epoch (nginx's `$msec`).
+    pub at_ms: u64,
+    /// The status it answered.
+    pub status: u16,
+    /// The request URI.
+    pub uri: String,
+}
+
+impl Served {
+    /// [`Served::at_ms`] as a [`SystemTime`].
+    pub fn at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.at_ms)
+    }
+}
+
+/// Parses `timed.log` lines (`1700000000.123 200 /ok.txt`); malformed
+/// lines (a line being written) are skipped.
+pub fn parse_timed_log(text: &str) -> Vec<Served> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let (secs, ms) = it.next()?.split_once('.')?;
+            let at_ms = secs.parse::<u64>().ok()? * 1000 + ms.parse::<u64>().ok()?;
+            let status = it.next()?.parse().ok()?;
+            let uri = it.next()?.to_owned();
+            Some(Served { at_ms, status, uri })
+        })
+        .collect()
 }
 
 impl Nginx {
@@ -42,7 +81,19 @@ impl Nginx {
     /// nginx is missing (the error names the Debian package), or it did not
     /// start.
     pub fn start(dir: &Path, addr: SocketAddr) -> Result<Self> {
-        let base = dir.join(format!("nginx-{}", addr.port()));
+        Self::start_in(&Site::root(), dir, addr)
+    }
+
+    /// [`Nginx::start`] inside `site` (a cluster's namespace), its files
+    /// under `dir/nginx-<ip>-<port>/`.
+    ///
+    /// # Errors
+    /// As [`Nginx::start`].
+    pub fn start_in(site: &Site, dir: &Path, addr: SocketAddr) -> Result<Self> {
+        let base = match site.name() {
+            None => dir.join(format!("nginx-{}", addr.port())),
+            Some(_) => dir.join(format!("nginx-{}-{}", addr.ip(), addr.port())),
+        };
         let root = base.join("www");
         for d in [&root, &root.join("upload"), &base.join("tmp")] {
             fs::create_dir_all(d).with_context(|| format!("mkdir {}", d.display()))?;
@@ -51,7 +102,9 @@ impl Nginx {
         let mut conf = nginx_conf_head(&base, 4096);
         write!(
             conf,
-            r#"    access_log {b}/access.log;
+            r#"    log_format timed '$msec $status $request_uri';
+    access_log {b}/access.log;
+    access_log {b}/timed.log timed;
     default_type application/octet-stream;
     sendfile on;
     keepalive_requests 1000000;
@@ -75,14 +128,38 @@ impl Nginx {
 "#,
             root = root.display()
         )?;
-        let mut process = spawn_nginx("nginx", &base, &conf, None)?;
-        wait_tcp(&mut process, addr)?;
+        let mut process = spawn_nginx_in(site, &format!("nginx {addr}"), &base, &conf, None)?;
+        site.wait_tcp(&mut process, addr)?;
         Ok(Nginx {
             addr,
             root,
             dir: base,
+            site: site.clone(),
             process,
         })
+    }
+
+    /// Every request in `timed.log` so far.
+    pub fn served(&self) -> Vec<Served> {
+        parse_timed_log(&fs::read_to_string(self.dir.join("timed.log")).unwrap_or_default())
+    }
+
+    /// SIGKILLs nginx (it stays down until [`Nginx::restart`]).
+    ///
+    /// # Errors
+    /// The kill failed.
+    pub fn kill9(&mut self) -> Result<()> {
+        self.process.kill9()
+    }
+
+    /// Starts nginx again with the same config and waits until it accepts
+    /// connections.
+    ///
+    /// # Errors
+    /// It did not start.
+    pub fn restart(&mut self) -> Result<()> {
+        self.process.restart()?;
+        self.site.wait_tcp(&mut self.process, self.addr)
     }
 
     /// The document root.
@@ -143,9 +220,24 @@ http {{
 /// nginx is missing (names the Debian package), the file cannot be written,
 /// or the process cannot be started.
 pub fn spawn_nginx(name: &str, base: &Path, conf: &str, cpus: Option<&str>) -> Result<Process> {
+    spawn_nginx_in(&Site::root(), name, base, conf, cpus)
+}
+
+/// [`spawn_nginx`] inside `site`.
+///
+/// # Errors
+/// As [`spawn_nginx`].
+pub fn spawn_nginx_in(
+    site: &Site,
+    name: &str,
+    base: &Path,
+    conf: &str,
+    cpus: Option<&str>,
+) -> Result<Process> {
     let conf_path = base.join("nginx.conf");
     fs::write(&conf_path, conf).with_context(|| format!("writing {}", conf_path.display()))?;
-    let mut spec = Spec::new(require(Tool::Nginx)?)
+    let mut spec = site
+        .spec(require(Tool::Nginx)?)
         .arg("-p")
         .arg(base)
         .arg("-e")
@@ -346,4 +438,29 @@ fn user_ids(name: &str) -> Result<(u32, u32)> {
         }
     }
     bail!("no user {name} in /etc/passwd (the Debian package `postgresql` creates it)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_timed_log() {
+        let text = "1700000000.123 200 /ok.txt\n1700000001.005 502 /x?y=1\n1700000002.0\n";
+        assert_eq!(
+            parse_timed_log(text),
+            vec![
+                Served {
+                    at_ms: 1_700_000_000_123,
+                    status: 200,
+                    uri: "/ok.txt".into()
+                },
+                Served {
+                    at_ms: 1_700_000_001_005,
+                    status: 502,
+                    uri: "/x?y=1".into()
+                },
+            ]
+        );
+    }
 }

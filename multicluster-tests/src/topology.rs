@@ -12,22 +12,38 @@
 //! dynamic ([`Topology::use_control_plane`]: a `mesh-controller` per cluster,
 //! components get a `control_plane` section and a join token
 //! (`<component>.token`), links and exports go through the admin API).
+//!
+//! Two placements: loopback (the default: cluster `i` on its own
+//! `127.x.y.0/24` of the test's namespace) and network namespaces
+//! ([`Topology::use_wan`]: cluster `i` in its own namespace of a
+//! [`Wan`] on `198.18.<i+1>.0/24`, every process spawned there, the WAN's
+//! delay, loss and partitions between clusters). Either works with both
+//! config modes. A cluster may run several gateway replicas
+//! ([`Topology::gateway_replicas`]).
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use tempfile::TempDir;
 
 use crate::config::{
     AppProtocol, ControlPlaneRef, Endpoint, Export, GatewayConfig, GatewayRef, GatewayTimeouts,
-    Identity, Inbound, Outbound, Peer, PeerTransport, PemFiles, Protocol, Quic, Reconnect,
-    Register, RegisterPort, Remote, Service, SidecarConfig, SidecarTimeouts,
+    Identity, Inbound, Locality, Outbound, Peer, PeerTransport, PemFiles, Protocol, Quic,
+    Reconnect, Register, RegisterPort, Remote, Service, SidecarConfig, SidecarTimeouts,
 };
 use crate::controlplane::ControlPlaneOptions;
-use crate::net::{self, Block, Subnet};
+use crate::net::{Block, Subnet};
+use crate::netns::{LinkConfig, Wan};
+use crate::site::Site;
+
+/// First host number of workloads and apps in a WAN cluster's /24 (`.1` is
+/// gateway replica 0, `.2`–`.9` the other replicas).
+const WAN_FIRST_HOST: u8 = 10;
+/// Gateway replicas per cluster.
+pub const MAX_GATEWAY_REPLICAS: usize = 9;
 
 /// Timeouts and transport knobs written into every config.
 #[derive(Debug, Clone, Default)]
@@ -51,6 +67,13 @@ pub struct Tuning {
     /// also gets a `tcp_listen` ([`Topology::gateway_tcp_listen`]) and
     /// every peer entry its `tcp_address`.
     pub peer_transport: Option<PeerTransport>,
+    /// Static mode: the `failover` section of every sidecar `services[]`
+    /// entry (as documented in `docs/reference/data-path-config.md`);
+    /// `None` leaves it out.
+    pub service_failover: Option<serde_json::Value>,
+    /// Static mode: the `resilience` section of every sidecar `services[]`
+    /// entry; `None` leaves it out.
+    pub service_resilience: Option<serde_json::Value>,
 }
 
 impl Tuning {
@@ -76,6 +99,8 @@ impl Tuning {
             sidecar_timeouts: None,
             max_header_bytes: None,
             peer_transport: None,
+            service_failover: None,
+            service_resilience: None,
         }
     }
 
@@ -177,15 +202,36 @@ pub(crate) struct Placed {
     pub(crate) outbound_listen: Vec<SocketAddr>,
 }
 
+/// Where one gateway replica listens.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GatewayPlace {
+    pub(crate) listen: SocketAddr,
+    pub(crate) admin: SocketAddr,
+    /// Written as `tcp_listen` only with [`PeerTransport::TcpTls`].
+    pub(crate) tcp_listen: SocketAddr,
+}
+
+/// A cluster's host addresses.
+#[derive(Debug)]
+enum Hosts {
+    /// `127.x.y.0/24` in the test's namespace.
+    Loopback(Subnet),
+    /// `198.18.<i+1>.0/24` in the cluster's WAN namespace; the next host
+    /// number to hand out.
+    Wan { next: u8 },
+}
+
 #[derive(Debug)]
 pub(crate) struct Cluster {
     pub(crate) name: String,
     pub(crate) trust_domain: String,
-    subnet: Subnet,
-    pub(crate) gateway_listen: SocketAddr,
-    pub(crate) gateway_admin: SocketAddr,
-    /// Written as `tcp_listen` only with [`PeerTransport::TcpTls`].
-    pub(crate) gateway_tcp_listen: SocketAddr,
+    hosts: Hosts,
+    /// Addresses handed out by [`Topology::host`] (workloads, apps).
+    hosts_given: usize,
+    /// Its region ([`Topology::set_region`]).
+    pub(crate) region: Option<String>,
+    /// Gateway replicas, replica 0 first (component `gateway`).
+    pub(crate) gateways: Vec<GatewayPlace>,
     pub(crate) workloads: Vec<Placed>,
     /// Dynamic mode: the controller's gRPC address, set once it runs.
     pub(crate) controller_grpc: Option<SocketAddr>,
@@ -210,11 +256,16 @@ pub struct Topology {
     pub(crate) exports: Vec<ExportSpec>,
     /// Dynamic mode ([`Topology::use_control_plane`]).
     pub(crate) control_plane: Option<ControlPlaneOptions>,
+    /// Dynamic mode: resources applied through each cluster's admin API
+    /// before the components start ([`Topology::apply_on_start`]).
+    pub(crate) resources: Vec<(String, String)>,
     /// Knobs written into every config.
     pub tuning: Tuning,
     /// When set, every gateway and sidecar process runs pinned to this CPU
     /// list (`taskset -c` syntax; see [`crate::process::Spec::cpus`]).
     pub cpus: Option<String>,
+    /// Network-namespace placement ([`Topology::use_wan`]).
+    wan: Option<Wan>,
 }
 
 impl Topology {
@@ -242,8 +293,10 @@ impl Topology {
             trusts: BTreeSet::new(),
             exports: Vec::new(),
             control_plane: None,
+            resources: Vec::new(),
             tuning: Tuning::fast(),
             cpus: None,
+            wan: None,
         })
     }
 
@@ -259,28 +312,156 @@ impl Topology {
     /// # Errors
     /// Too many clusters, or no free port.
     pub fn add_cluster(&mut self, name: &str) -> Result<()> {
+        ensure!(
+            self.wan.is_none(),
+            "add every cluster before use_wan ({name} comes after)"
+        );
         let subnet = self.block.subnet(self.clusters.len())?;
-        let gw = subnet.gateway_ip();
-        self.clusters.push(Cluster {
+        let mut c = Cluster {
             name: name.to_owned(),
             trust_domain: format!("{name}.mesh"),
-            gateway_listen: net::udp_addr(gw, 15443)?,
-            gateway_admin: net::tcp_addr(gw, 15021)?,
-            gateway_tcp_listen: net::tcp_addr(gw, 15444)?,
-            subnet,
+            hosts: Hosts::Loopback(subnet),
+            hosts_given: 0,
+            region: None,
+            gateways: Vec::new(),
             workloads: Vec::new(),
             controller_grpc: None,
-        });
+        };
+        let first = place_gateway(&mut c, 0, None)?;
+        c.gateways.push(first);
+        self.clusters.push(c);
         std::fs::create_dir_all(self.dir().join(name))?;
         Ok(())
     }
 
-    /// A fresh loopback address in `cluster`'s subnet (for apps).
+    /// Moves every cluster into its own network namespace of a new [`Wan`]
+    /// whose links all start as `link` (e.g. 15 ms each way for a 30 ms
+    /// RTT): cluster `i` (in the order added) owns `198.18.<i+1>.0/24`,
+    /// gateway replica `r` listens on `.<r+1>` (replica 0 on the WAN
+    /// address), every other host (workloads, apps, controllers) gets the
+    /// next address from `.10` (added to the namespace's loopback), and
+    /// [`Topology::start`] spawns every process inside its cluster's
+    /// namespace. Start apps with [`Topology::site`] (their namespace) and
+    /// reach listeners through it; clients run there too
+    /// (`site.command("h2load")`). The WAN is [`Topology::wan`] /
+    /// [`crate::Mesh::wan`], torn down with the mesh.
+    ///
+    /// Call it after every [`Topology::add_cluster`] and before any host,
+    /// workload or app is placed.
     ///
     /// # Errors
-    /// Unknown cluster or exhausted subnet.
+    /// Called twice, too late, or the WAN cannot be set up (not root, no
+    /// `ip`, no `/dev/net/tun`): never skipped.
+    pub fn use_wan(&mut self, link: LinkConfig) -> Result<()> {
+        ensure!(self.wan.is_none(), "use_wan called twice");
+        ensure!(!self.clusters.is_empty(), "add the clusters before use_wan");
+        for c in &self.clusters {
+            ensure!(
+                c.hosts_given == 0,
+                "use_wan must come before any host or workload of {} is placed",
+                c.name
+            );
+        }
+        let names: Vec<&str> = self.clusters.iter().map(|c| c.name.as_str()).collect();
+        let wan = Wan::start(&names, link).context("starting the WAN (network namespaces)")?;
+        for c in &mut self.clusters {
+            c.hosts = Hosts::Wan {
+                next: WAN_FIRST_HOST,
+            };
+            let replicas = c.gateways.len();
+            c.gateways.clear();
+            for r in 0..replicas {
+                let place = place_gateway(c, r, Some(&wan))?;
+                c.gateways.push(place);
+            }
+        }
+        self.wan = Some(wan);
+        Ok(())
+    }
+
+    /// The WAN of [`Topology::use_wan`], if used.
+    pub fn wan(&self) -> Option<&Wan> {
+        self.wan.as_ref()
+    }
+
+    /// Where `cluster`'s processes run: its WAN namespace, or the root
+    /// namespace on loopback.
+    ///
+    /// # Errors
+    /// Unknown cluster.
+    pub fn site(&self, cluster: &str) -> Result<Site> {
+        self.cluster(cluster)?;
+        Ok(match &self.wan {
+            Some(w) => Site::netns(w.netns(cluster)),
+            None => Site::root(),
+        })
+    }
+
+    /// Runs `n` gateway replicas (1..=9) in `cluster`: replica 0 is the
+    /// component `gateway`, replica `r` is `gateway-<r>`, each with its own
+    /// address (and, in dynamic mode, its own join token). Every peer's
+    /// `peers[]` entry for `cluster` lists them all as `addresses`, the
+    /// cluster's sidecars get them as `gateway.addresses`, its controller
+    /// as `gateways[]`.
+    ///
+    /// # Errors
+    /// Unknown cluster, `n` out of range, or fewer than before.
+    pub fn gateway_replicas(&mut self, cluster: &str, n: usize) -> Result<()> {
+        ensure!(
+            (1..=MAX_GATEWAY_REPLICAS).contains(&n),
+            "gateway replicas must be 1..={MAX_GATEWAY_REPLICAS}, got {n}"
+        );
+        let wan = self.wan.take();
+        let result = (|| {
+            let c = self.cluster_mut(cluster)?;
+            ensure!(
+                n >= c.gateways.len(),
+                "{cluster} already has {} gateway replicas",
+                c.gateways.len()
+            );
+            for r in c.gateways.len()..n {
+                let place = place_gateway(c, r, wan.as_ref())?;
+                c.gateways.push(place);
+            }
+            Ok(())
+        })();
+        self.wan = wan;
+        result
+    }
+
+    /// The component name of gateway replica `r`: `gateway` for 0, else
+    /// `gateway-<r>`.
+    pub fn gateway_component(r: usize) -> String {
+        if r == 0 {
+            "gateway".to_owned()
+        } else {
+            format!("gateway-{r}")
+        }
+    }
+
+    /// The component names of `cluster`'s gateway replicas.
+    ///
+    /// # Errors
+    /// Unknown cluster.
+    pub fn gateway_components(&self, cluster: &str) -> Result<Vec<String>> {
+        Ok((0..self.cluster(cluster)?.gateways.len())
+            .map(Self::gateway_component)
+            .collect())
+    }
+
+    /// A fresh address in `cluster`'s subnet (for apps): loopback, or in
+    /// WAN mode `198.18.<i+1>.<h>` added to the cluster's namespace.
+    ///
+    /// # Errors
+    /// Unknown cluster, exhausted subnet, or `ip addr add` failed.
     pub fn host(&mut self, cluster: &str) -> Result<Ipv4Addr> {
-        self.cluster_mut(cluster)?.subnet.next_host()
+        let wan = self.wan.take();
+        let result = self.cluster_mut(cluster).and_then(|c| {
+            c.hosts_given += 1;
+            next_host(c, wan.as_ref())
+        });
+        self.wan = wan;
+        result
     }
 
     /// Places `w` in `cluster`: its own address, admin on port 15000,
@@ -289,16 +470,17 @@ impl Topology {
     /// # Errors
     /// Unknown cluster, exhausted subnet or no free port.
     pub fn add_workload(&mut self, cluster: &str, w: Workload) -> Result<()> {
+        let site = self.site(cluster)?;
+        let ip = self.host(cluster)?;
         let c = self.cluster_mut(cluster)?;
-        let ip = c.subnet.next_host()?;
         let inbound_listen = (0..w.inbound.len())
-            .map(|i| net::tcp_addr(ip, 15006 + i as u16))
+            .map(|i| site.tcp_addr(ip, 15006 + i as u16))
             .collect::<Result<_>>()?;
         let outbound_listen = (0..w.outbound.len())
-            .map(|i| net::tcp_addr(ip, 18080 + i as u16))
+            .map(|i| site.tcp_addr(ip, 18080 + i as u16))
             .collect::<Result<_>>()?;
         c.workloads.push(Placed {
-            admin: net::tcp_addr(ip, 15000)?,
+            admin: site.tcp_addr(ip, 15000)?,
             spec: w,
             inbound_listen,
             outbound_listen,
@@ -328,6 +510,17 @@ impl Topology {
         });
     }
 
+    /// Puts `cluster` in `region` (a DNS label): its controllers get
+    /// `region`, its sidecars `locality.region`. Failover priorities rank
+    /// other clusters of the same region before a policy's targets.
+    ///
+    /// # Errors
+    /// Unknown cluster.
+    pub fn set_region(&mut self, cluster: &str, region: &str) -> Result<()> {
+        self.cluster_mut(cluster)?.region = Some(region.to_owned());
+        Ok(())
+    }
+
     /// Switches to dynamic config: [`Topology::start`] runs a controller
     /// group per cluster (`options.nodes` nodes), links the linked clusters
     /// and applies the exports through its admin API, and the gateways and
@@ -336,6 +529,14 @@ impl Topology {
     /// Every link must be both ways, and a workload may serve one service.
     pub fn use_control_plane(&mut self, options: ControlPlaneOptions) {
         self.control_plane = Some(options);
+    }
+
+    /// Dynamic mode: [`Topology::start`] applies `yaml` (a YAML stream of
+    /// resources, e.g. a `FailoverPolicy` and a `TrafficPolicy`) through
+    /// `cluster`'s admin API after the links and exports and before any
+    /// gateway or sidecar starts, so their first configuration has it.
+    pub fn apply_on_start(&mut self, cluster: &str, yaml: &str) {
+        self.resources.push((cluster.to_owned(), yaml.to_owned()));
     }
 
     /// Whether the configs come from controllers.
@@ -399,7 +600,20 @@ impl Topology {
     /// # Errors
     /// Unknown cluster.
     pub fn gateway_listen(&self, cluster: &str) -> Result<SocketAddr> {
-        Ok(self.cluster(cluster)?.gateway_listen)
+        Ok(self.cluster(cluster)?.gateways[0].listen)
+    }
+
+    /// The QUIC (UDP) address of every gateway replica of `cluster`.
+    ///
+    /// # Errors
+    /// Unknown cluster.
+    pub fn gateway_listens(&self, cluster: &str) -> Result<Vec<SocketAddr>> {
+        Ok(self
+            .cluster(cluster)?
+            .gateways
+            .iter()
+            .map(|g| g.listen)
+            .collect())
     }
 
     /// The gateway's TCP+TLS (`tcp_listen`) address; it is listened on only
@@ -408,7 +622,7 @@ impl Topology {
     /// # Errors
     /// Unknown cluster.
     pub fn gateway_tcp_listen(&self, cluster: &str) -> Result<SocketAddr> {
-        Ok(self.cluster(cluster)?.gateway_tcp_listen)
+        Ok(self.cluster(cluster)?.gateways[0].tcp_listen)
     }
 
     /// Whether gateways reach their peers over the TCP+TLS transport.
@@ -421,7 +635,19 @@ impl Topology {
     /// # Errors
     /// Unknown cluster.
     pub fn gateway_admin(&self, cluster: &str) -> Result<SocketAddr> {
-        Ok(self.cluster(cluster)?.gateway_admin)
+        self.gateway_replica_admin(cluster, 0)
+    }
+
+    /// The admin address of gateway replica `r` of `cluster`.
+    ///
+    /// # Errors
+    /// Unknown cluster or replica.
+    pub fn gateway_replica_admin(&self, cluster: &str, r: usize) -> Result<SocketAddr> {
+        self.cluster(cluster)?
+            .gateways
+            .get(r)
+            .map(|g| g.admin)
+            .ok_or_else(|| anyhow!("{cluster} has no gateway replica {r}"))
     }
 
     /// The config file path of a component (`gateway` or a workload name).
@@ -439,34 +665,62 @@ impl Topology {
     /// # Errors
     /// Unknown cluster or an export of a service nobody serves.
     pub fn gateway_config(&self, cluster: &str) -> Result<GatewayConfig> {
+        self.gateway_replica_config(cluster, 0)
+    }
+
+    /// The config of gateway replica `r` of `cluster` (replicas differ only
+    /// in their listen and admin addresses and, in dynamic mode, their join
+    /// token file).
+    ///
+    /// # Errors
+    /// As [`Topology::gateway_config`], or no such replica.
+    pub fn gateway_replica_config(&self, cluster: &str, r: usize) -> Result<GatewayConfig> {
         let c = self.cluster(cluster)?;
+        let place = *c
+            .gateways
+            .get(r)
+            .ok_or_else(|| anyhow!("{cluster} has no gateway replica {r}"))?;
         let tcp_tls = self.peers_over_tcp_tls();
         if self.is_dynamic() {
+            let component = Self::gateway_component(r);
             return Ok(GatewayConfig {
                 cluster: c.name.clone(),
                 identity: dynamic_identity(Self::gateway_id(cluster)),
-                listen: c.gateway_listen,
-                admin: c.gateway_admin,
-                tcp_listen: tcp_tls.then_some(c.gateway_tcp_listen),
+                listen: place.listen,
+                admin: place.admin,
+                tcp_listen: tcp_tls.then_some(place.tcp_listen),
                 peers: Vec::new(),
                 exports: Vec::new(),
                 quic: self.tuning.gateway_quic.clone(),
                 timeouts: self.tuning.gateway_timeouts.clone(),
                 reconnect: self.tuning.reconnect.clone(),
-                control_plane: Some(self.control_plane_ref(cluster, "gateway", None)?),
+                control_plane: Some(self.control_plane_ref(cluster, &component, None)?),
             });
         }
         let peers = self
             .trusted_by(cluster)
             .map(|p| {
                 let pc = self.cluster(p)?;
+                let one_or_many = |f: fn(&GatewayPlace) -> SocketAddr| match pc.gateways.as_slice()
+                {
+                    [one] => (Some(f(one).to_string()), None),
+                    many => (None, Some(many.iter().map(|g| f(g).to_string()).collect())),
+                };
+                let (address, addresses) = one_or_many(|g| g.listen);
+                let (tcp_address, tcp_addresses) = if tcp_tls {
+                    one_or_many(|g| g.tcp_listen)
+                } else {
+                    (None, None)
+                };
                 Ok(Peer {
                     cluster: pc.name.clone(),
                     trust_domain: pc.trust_domain.clone(),
-                    address: pc.gateway_listen.to_string(),
+                    address,
+                    addresses,
                     spiffe_id: Some(Self::gateway_id(p)),
                     transport: self.tuning.peer_transport,
-                    tcp_address: tcp_tls.then(|| pc.gateway_tcp_listen.to_string()),
+                    tcp_address,
+                    tcp_addresses,
                 })
             })
             .collect::<Result<_>>()?;
@@ -486,9 +740,9 @@ impl Topology {
         Ok(GatewayConfig {
             cluster: c.name.clone(),
             identity: identity(Self::gateway_id(cluster)),
-            listen: c.gateway_listen,
-            admin: c.gateway_admin,
-            tcp_listen: tcp_tls.then_some(c.gateway_tcp_listen),
+            listen: place.listen,
+            admin: place.admin,
+            tcp_listen: tcp_tls.then_some(place.tcp_listen),
             peers,
             exports,
             quic: self.tuning.gateway_quic.clone(),
@@ -625,8 +879,12 @@ impl Topology {
                 port: o.port,
                 endpoints: self.endpoints(cluster, &o.service),
                 remote,
+                failover: self.tuning.service_failover.clone(),
+                resilience: self.tuning.service_resilience.clone(),
             });
         }
+        let addresses =
+            (c.gateways.len() > 1).then(|| c.gateways.iter().map(|g| g.listen).collect());
         Ok(SidecarConfig {
             cluster: c.name.clone(),
             identity: if control_plane.is_some() {
@@ -635,8 +893,13 @@ impl Topology {
                 identity(Self::spiffe_id(cluster, &w.spec.namespace, &w.spec.name))
             },
             admin: w.admin,
+            locality: c.region.as_ref().map(|r| Locality {
+                region: Some(r.clone()),
+                zone: None,
+            }),
             gateway: GatewayRef {
-                address: c.gateway_listen,
+                address: c.gateways[0].listen,
+                addresses,
                 spiffe_id: Self::gateway_id(cluster),
                 keep_alive_ms: self.tuning.sidecar_gateway_keep_alive_ms,
                 idle_timeout_ms: self.tuning.sidecar_gateway_idle_timeout_ms,
@@ -764,4 +1027,44 @@ fn dynamic_identity(spiffe_id: String) -> Identity {
         ca: None,
         bundles: "bundles.json".into(),
     }
+}
+
+/// The next host address of `c`: loopback, or in WAN mode added to its
+/// namespace.
+fn next_host(c: &mut Cluster, wan: Option<&Wan>) -> Result<Ipv4Addr> {
+    match &mut c.hosts {
+        Hosts::Loopback(subnet) => subnet.next_host(),
+        Hosts::Wan { next, .. } => {
+            let wan = wan.ok_or_else(|| anyhow!("{} is in WAN mode without a WAN", c.name))?;
+            ensure!(*next < 255, "{}'s /24 is exhausted", c.name);
+            let host = *next;
+            *next += 1;
+            wan.add_addr(&c.name, host)
+        }
+    }
+}
+
+/// Addresses of gateway replica `r` of `c`: QUIC on UDP 15443, admin on
+/// TCP 15021, TCP+TLS on 15444. Loopback: replica 0 on the subnet's `.1`,
+/// others on fresh hosts, ports preferred; WAN: `198.18.<i+1>.<r+1>`.
+fn place_gateway(c: &mut Cluster, r: usize, wan: Option<&Wan>) -> Result<GatewayPlace> {
+    let (ip, site) = match &mut c.hosts {
+        Hosts::Loopback(subnet) if r == 0 => (subnet.gateway_ip(), Site::root()),
+        Hosts::Loopback(subnet) => (subnet.next_host()?, Site::root()),
+        Hosts::Wan { .. } => {
+            let wan = wan.ok_or_else(|| anyhow!("{} is in WAN mode without a WAN", c.name))?;
+            let ip = if r == 0 {
+                wan.addr(&c.name)
+            } else {
+                let host = u8::try_from(r + 1).context("replica number")?;
+                wan.add_addr(&c.name, host)?
+            };
+            (ip, Site::netns(wan.netns(&c.name)))
+        }
+    };
+    Ok(GatewayPlace {
+        listen: site.udp_addr(ip, 15443)?,
+        admin: site.tcp_addr(ip, 15021)?,
+        tcp_listen: site.tcp_addr(ip, 15444)?,
+    })
 }

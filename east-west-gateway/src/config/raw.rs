@@ -103,8 +103,14 @@ pub struct RawPeer {
     pub cluster: String,
     /// The peer's trust domain.
     pub trust_domain: String,
-    /// `host:port` of the peer gateway (IP literal or DNS name).
+    /// `host:port` of the peer gateway (IP literal or DNS name): the
+    /// one-replica form of `addresses`; give exactly one of the two.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub address: String,
+    /// `host:port` of each replica of the peer's gateway, in preference
+    /// order for nothing: new streams are spread over the healthy ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
     /// The only SPIFFE ID accepted for the peer gateway (default: any ID in
     /// `trust_domain`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,6 +122,10 @@ pub struct RawPeer {
     /// `transport: tcp-tls`, refused otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_address: Option<String>,
+    /// `host:port` of each replica's `tcp_listen`: the several-replica form
+    /// of `tcp_address` (give at most one of the two).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp_addresses: Vec<String>,
 }
 
 /// `peers[].transport`: the transport of the gateway-to-gateway hop.
@@ -189,6 +199,21 @@ pub struct RawQuic {
     /// Streams in flight across the whole gateway; past it new streams are
     /// rejected as overloaded.
     pub max_streams_in_flight: u64,
+    /// Congestion controller of every QUIC connection (sender side).
+    pub congestion: RawCongestion,
+}
+
+/// `quic.congestion`: quinn's congestion controllers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawCongestion {
+    /// CUBIC (RFC 9438), quinn's default.
+    #[default]
+    Cubic,
+    /// BBR (v1, as quinn implements it; experimental in quinn).
+    Bbr,
+    /// NewReno (RFC 9002 §7).
+    NewReno,
 }
 
 impl Default for RawQuic {
@@ -201,6 +226,7 @@ impl Default for RawQuic {
             send_window_bytes: 67_108_864,
             max_concurrent_streams: 4_096,
             max_streams_in_flight: 65_536,
+            congestion: RawCongestion::default(),
         }
     }
 }
@@ -215,6 +241,10 @@ pub struct RawTimeouts {
     pub connect_ms: u64,
     /// Drain deadline on SIGTERM, ms.
     pub drain_ms: u64,
+    /// A peer gateway replica that sent nothing at all within this long
+    /// after a relayed OPEN header is marked down and the header goes to
+    /// the next replica, ms.
+    pub peer_open_ms: u64,
 }
 
 impl Default for RawTimeouts {
@@ -223,6 +253,7 @@ impl Default for RawTimeouts {
             header_ms: 5_000,
             connect_ms: 3_000,
             drain_ms: 30_000,
+            peer_open_ms: 1_000,
         }
     }
 }

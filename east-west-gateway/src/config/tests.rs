@@ -18,7 +18,7 @@ peers:
     transport: quic
   - cluster: cluster-c
     trust_domain: cluster-c.mesh
-    address: gw.cluster-c.example:15443
+    addresses: [gw-1.cluster-c.example:15443, gw-2.cluster-c.example:15443]
 exports:
   - service: default/backend
     port: 8080
@@ -34,10 +34,12 @@ quic:
   receive_window_bytes: 67108864
   send_window_bytes: 67108864
   max_concurrent_streams: 4096
+  congestion: cubic
 timeouts:
   header_ms: 5000
   connect_ms: 3000
   drain_ms: 30000
+  peer_open_ms: 1000
 reconnect:
   initial_backoff_ms: 100
   max_backoff_ms: 10000
@@ -66,17 +68,20 @@ fn the_reference_example_parses() {
     assert_eq!(c.base_dir, Path::new("/etc/isthmus"));
     let a = &c.peers["cluster-a"];
     assert_eq!(
-        a.address,
-        PeerAddress::Ip("127.0.1.1:15443".parse().unwrap())
+        a.addresses,
+        vec![PeerAddress::Ip("127.0.1.1:15443".parse().unwrap())]
     );
     assert!(a.spiffe_id.is_some());
     assert_eq!(
-        c.peers["cluster-c"].address,
-        PeerAddress::Dns {
-            host: "gw.cluster-c.example".into(),
-            port: 15443
-        }
+        c.peers["cluster-c"].addresses,
+        ["gw-1", "gw-2"]
+            .map(|h| PeerAddress::Dns {
+                host: format!("{h}.cluster-c.example"),
+                port: 15443
+            })
+            .to_vec()
     );
+    assert_eq!(c.peers["cluster-c"].dial_addresses().len(), 2);
     let key = ServiceKey {
         namespace: "default".into(),
         service: "backend".into(),
@@ -90,7 +95,52 @@ fn the_reference_example_parses() {
     );
     assert_eq!(c.quic.keep_alive, Some(Duration::from_secs(2)));
     assert_eq!(c.timeouts.drain, Duration::from_secs(30));
+    assert_eq!(c.timeouts.peer_open, Duration::from_secs(1));
+    assert_eq!(c.quic.congestion, RawCongestion::Cubic);
     assert_eq!(c.reconnect.max_backoff, Duration::from_secs(10));
+}
+
+#[test]
+fn replica_addresses_take_one_form_and_no_duplicates() {
+    let both = REFERENCE.replace(
+        "    addresses: [gw-1",
+        "    address: gw-0.cluster-c.example:1\n    addresses: [gw-1",
+    );
+    assert_eq!(invalid_key(&both), "peers[1].addresses");
+    let neither = REFERENCE.replace(
+        "    addresses: [gw-1.cluster-c.example:15443, gw-2.cluster-c.example:15443]\n",
+        "",
+    );
+    assert_eq!(invalid_key(&neither), "peers[1].address");
+    let dup = REFERENCE.replace("gw-2.cluster-c", "gw-1.cluster-c");
+    assert_eq!(invalid_key(&dup), "peers[1].addresses[1]");
+    let bad = REFERENCE.replace("gw-2.cluster-c.example:15443", "gw-2");
+    assert_eq!(invalid_key(&bad), "peers[1].addresses[1]");
+    let tcp = parse(&REFERENCE.replace(
+        "transport: quic",
+        "transport: tcp-tls\n    tcp_addresses: ['127.0.1.1:15444', '127.0.1.2:15444']",
+    ))
+    .unwrap();
+    assert_eq!(tcp.peers["cluster-a"].dial_addresses().len(), 2);
+    let tcp_both = REFERENCE.replace(
+        "transport: quic",
+        "transport: tcp-tls\n    tcp_address: 127.0.1.1:1\n    tcp_addresses: ['127.0.1.2:1']",
+    );
+    assert_eq!(invalid_key(&tcp_both), "peers[0].tcp_addresses");
+    let quic_tcp = REFERENCE.replace("transport: quic", "tcp_addresses: ['127.0.1.2:1']");
+    assert_eq!(invalid_key(&quic_tcp), "peers[0].tcp_addresses");
+    assert_eq!(
+        invalid_key(&REFERENCE.replace("peer_open_ms: 1000", "peer_open_ms: 0")),
+        "timeouts.peer_open_ms"
+    );
+    for (name, want) in [
+        ("bbr", RawCongestion::Bbr),
+        ("new_reno", RawCongestion::NewReno),
+    ] {
+        let c =
+            parse(&REFERENCE.replace("congestion: cubic", &format!("congestion: {name}"))).unwrap();
+        assert_eq!(c.quic.congestion, want);
+    }
 }
 
 #[test]
@@ -210,10 +260,10 @@ fn validation_errors_name_the_key_path() {
         ),
         (
             r.replace(
-                "address: gw.cluster-c.example:15443",
-                "address: 'bad host:1'",
+                "addresses: [gw-1.cluster-c.example:15443,",
+                "addresses: ['bad host:1',",
             ),
-            "peers[1].address",
+            "peers[1].addresses[0]",
         ),
         (
             r.replace(
@@ -306,12 +356,12 @@ fn a_tcp_tls_peer_takes_its_tcp_address() {
     .unwrap();
     assert_eq!(
         c.peers["cluster-a"].transport,
-        PeerTransport::TcpTls(PeerAddress::Ip("127.0.1.1:15444".parse().unwrap()))
+        PeerTransport::TcpTls(vec![PeerAddress::Ip("127.0.1.1:15444".parse().unwrap())])
     );
     // The QUIC address stays as written.
     assert_eq!(
-        c.peers["cluster-a"].address,
-        PeerAddress::Ip("127.0.1.1:15443".parse().unwrap())
+        c.peers["cluster-a"].addresses,
+        vec![PeerAddress::Ip("127.0.1.1:15443".parse().unwrap())]
     );
     let c = parse(&REFERENCE.replace(
         "transport: quic",
@@ -319,8 +369,8 @@ fn a_tcp_tls_peer_takes_its_tcp_address() {
     ))
     .unwrap();
     assert!(matches!(
-        c.peers["cluster-a"].transport,
-        PeerTransport::TcpTls(PeerAddress::Dns { port: 15444, .. })
+        c.peers["cluster-a"].transport.clone(),
+        PeerTransport::TcpTls(a) if matches!(a[..], [PeerAddress::Dns { port: 15444, .. }])
     ));
     // An unknown transport is a YAML error naming the value.
     let err = parse(&REFERENCE.replace("transport: quic", "transport: tcp")).unwrap_err();
@@ -395,9 +445,11 @@ fn dynamic_peers_and_exports_are_validated_like_the_file() {
         cluster: "cluster-b".into(),
         trust_domain: "cluster-b.mesh".into(),
         address: "127.0.0.2:15443".into(),
+        addresses: vec![],
         spiffe_id: None,
         transport: None,
         tcp_address: None,
+        tcp_addresses: vec![],
     };
     let export = RawExport {
         service: "default/web".into(),

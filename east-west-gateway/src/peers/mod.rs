@@ -1,18 +1,25 @@
-//! The peer pool: one connection per linked peer gateway (QUIC, or
-//! HTTP/2 over TLS/TCP for a peer whose `transport` is `tcp-tls`), kept up
-//! by a task per peer that connects eagerly, reconnects with jittered
-//! exponential backoff ([`crate::backoff`]), and resolves DNS names with
-//! hickory, re-resolving when the answer's TTL ends (the `resolve` module).
+//! The peer pool: one connection per replica of each linked peer gateway
+//! (`peers[].addresses`; QUIC, or HTTP/2 over TLS/TCP for a peer whose
+//! `transport` is `tcp-tls`), each kept up by its own task that connects
+//! eagerly, reconnects with jittered exponential backoff
+//! ([`crate::backoff`]), and resolves DNS names with hickory, re-resolving
+//! when the answer's TTL ends (the `resolve` module).
 //!
-//! A stream asks the pool for a peer's connection: it gets the live one,
-//! waits (bounded) while a first attempt is under way, or fails at once
-//! while the peer is in backoff, so the sidecar can fail over quickly.
+//! A stream asks the pool for a peer's [`Candidate`]s: the replicas worth
+//! trying, in the order of the pure [`select::try_order`] (connected ones
+//! round robin, then ones whose first attempt is under way; never one in
+//! backoff or re-probing). No candidate at all fails at once, so the
+//! sidecar can fail over quickly. [`crate::forward`] tries them in turn and
+//! declares a silent replica's connection lost with [`PeerConn::close`]:
+//! its streams are reset at once and its task re-probes it with backoff.
 
 mod connect;
 mod resolve;
+pub mod select;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,14 +28,16 @@ use tokio::sync::{watch, OnceCell};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use trust_bundle::{BundleStore, SvidSource};
+use tunnel_proto::code;
 
 use crate::backoff::{unit_random, Backoff};
-use crate::config::{Config, PeerConfig, PeerTransport, QuicConfig, ReconnectConfig};
+use crate::config::{Config, PeerAddress, PeerConfig, PeerTransport, QuicConfig, ReconnectConfig};
 use crate::metrics::Metrics;
 use crate::tcp_tls::client::H2Connection;
 
 use connect::{connect, hold, Dialer};
 use resolve::{resolve, Resolved};
+use select::ReplicaState;
 
 /// Why no connection to a peer could be had.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,8 +45,8 @@ pub enum PoolError {
     /// The cluster is not (or no longer) a configured peer.
     #[error("cluster {0} is not a configured peer")]
     UnknownPeer(String),
-    /// The peer's gateway is unreachable now (backoff, or the first
-    /// handshake did not finish in time).
+    /// Every replica of the peer's gateway is unreachable now (backoff or
+    /// re-probing after a failure).
     #[error("peer gateway of {0} is unreachable")]
     Unavailable(String),
 }
@@ -77,6 +86,26 @@ impl PeerConn {
             PeerConn::TcpTls(c) => c.remote_address(),
         }
     }
+
+    /// A counter that grows whenever anything arrives from the peer: UDP
+    /// datagrams for QUIC (every ACK counts), bytes read from the socket
+    /// for TCP+TLS. Unchanged across an interval = the peer sent nothing.
+    pub fn rx_progress(&self) -> u64 {
+        match self {
+            PeerConn::Quic(c) => c.stats().udp_rx.datagrams,
+            PeerConn::TcpTls(c) => c.bytes_received(),
+        }
+    }
+
+    /// Declares the connection lost and closes it now: every stream on it
+    /// is reset (QUIC CONNECTION_CLOSE; the TCP connection is dropped), and
+    /// the pool's task for the replica notices and re-probes with backoff.
+    pub fn close(&self, reason: &'static str) {
+        match self {
+            PeerConn::Quic(c) => c.close(code::CLOSE_NORMAL.into(), reason.as_bytes()),
+            PeerConn::TcpTls(c) => c.close(),
+        }
+    }
 }
 
 /// One row of the admin `GET /peers` answer.
@@ -84,21 +113,49 @@ impl PeerConn {
 pub struct PeerStatus {
     /// The peer cluster.
     pub cluster: String,
-    /// Whether the pooled connection is up.
+    /// Whether any replica's pooled connection is up.
     pub connected: bool,
-    /// Smoothed round-trip time, ms (0 when unknown).
+    /// Smoothed round-trip time of the first connected replica, ms (0 when
+    /// unknown).
+    pub rtt_ms: f64,
+    /// Each replica, in config order.
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+/// One replica in [`PeerStatus`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ReplicaStatus {
+    /// The address as configured.
+    pub address: String,
+    /// Whether its pooled connection is up.
+    pub connected: bool,
+    /// Smoothed round-trip time, ms (0 when unknown or `tcp-tls`).
     pub rtt_ms: f64,
 }
 
-/// State of one peer's pooled connection.
+/// State of one replica's pooled connection.
 #[derive(Debug, Clone)]
-enum PeerState {
-    /// A (re)connect attempt is under way.
-    Connecting,
+enum ReplicaConn {
+    /// The first connect attempt is under way.
+    Starting,
+    /// A re-probe after a failed attempt or a lost connection.
+    Probing,
     /// Up.
     Connected(PeerConn),
-    /// The last attempt failed; waiting to retry.
+    /// The last attempt failed or the connection was lost; waiting to retry.
     Backoff,
+}
+
+impl ReplicaConn {
+    fn health(&self) -> ReplicaState {
+        match self {
+            ReplicaConn::Connected(c) if c.is_open() => ReplicaState::Up,
+            ReplicaConn::Starting => ReplicaState::Starting,
+            ReplicaConn::Connected(_) | ReplicaConn::Probing | ReplicaConn::Backoff => {
+                ReplicaState::Down
+            }
+        }
+    }
 }
 
 /// What a peer task needs besides its peer's config.
@@ -138,7 +195,7 @@ impl PoolContext {
     }
 }
 
-/// The settings a peer task runs with; a change restarts the task.
+/// The settings a peer's tasks run with; a change restarts them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PeerSettings {
     peer: PeerConfig,
@@ -147,13 +204,58 @@ struct PeerSettings {
     connect: Duration,
 }
 
-struct Entry {
-    settings: PeerSettings,
-    state: watch::Receiver<PeerState>,
+struct Replica {
+    address: PeerAddress,
+    state: watch::Receiver<ReplicaConn>,
     task: JoinHandle<()>,
 }
 
-/// One connection per peer gateway.
+struct Entry {
+    settings: PeerSettings,
+    replicas: Vec<Replica>,
+    /// Round-robin cursor over the replicas.
+    cursor: AtomicUsize,
+}
+
+impl Entry {
+    fn stop(&self) {
+        for r in &self.replicas {
+            r.task.abort();
+        }
+    }
+}
+
+/// One replica a stream may try, from [`PeerPool::candidates`].
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// Its position in the peer's `addresses`.
+    pub index: usize,
+    /// Its address as configured (for logs).
+    pub address: String,
+    state: watch::Receiver<ReplicaConn>,
+}
+
+impl Candidate {
+    /// The replica's live connection, waiting at most `wait` while its
+    /// first attempt is under way; `None` if it has none.
+    pub async fn connection(&self, wait: Duration) -> Option<PeerConn> {
+        let mut rx = self.state.clone();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match &*rx.borrow_and_update() {
+                ReplicaConn::Connected(c) if c.is_open() => return Some(c.clone()),
+                ReplicaConn::Backoff | ReplicaConn::Probing => return None,
+                ReplicaConn::Connected(_) | ReplicaConn::Starting => {}
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// Connections to every replica of every peer gateway.
 pub struct PeerPool {
     ctx: PoolContext,
     entries: Mutex<HashMap<String, Entry>>,
@@ -169,22 +271,24 @@ impl PeerPool {
     }
 
     /// Starts tasks for new or changed peers and stops removed ones. A
-    /// stopped peer's connection stays open until the streams using it end.
+    /// stopped replica's connection stays open until the streams using it
+    /// end.
     pub fn reconcile(&self, config: &Config) {
+        let settings_of = |p: &PeerConfig| PeerSettings {
+            peer: p.clone(),
+            quic: config.quic.clone(),
+            reconnect: config.reconnect,
+            connect: config.timeouts.connect,
+        };
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.retain(|cluster, entry| {
-            let keep = config.peers.get(cluster).is_some_and(|p| {
-                entry.settings
-                    == PeerSettings {
-                        peer: p.clone(),
-                        quic: config.quic.clone(),
-                        reconnect: config.reconnect,
-                        connect: config.timeouts.connect,
-                    }
-            });
+            let keep = config
+                .peers
+                .get(cluster)
+                .is_some_and(|p| entry.settings == settings_of(p));
             if !keep {
-                entry.task.abort();
-                self.ctx.metrics.peer_connected(cluster, false);
+                entry.stop();
+                self.ctx.metrics.peer_connections(cluster, 0);
             }
             keep
         });
@@ -192,72 +296,102 @@ impl PeerPool {
             if entries.contains_key(cluster) {
                 continue;
             }
-            let settings = PeerSettings {
-                peer: peer.clone(),
-                quic: config.quic.clone(),
-                reconnect: config.reconnect,
-                connect: config.timeouts.connect,
-            };
-            let (tx, rx) = watch::channel(PeerState::Connecting);
-            let task = tokio::spawn(maintain(self.ctx.clone(), settings.clone(), tx));
+            let settings = settings_of(peer);
+            let up = Arc::new(AtomicUsize::new(0));
+            let replicas = peer
+                .dial_addresses()
+                .iter()
+                .map(|address| {
+                    let (tx, rx) = watch::channel(ReplicaConn::Starting);
+                    let task = tokio::spawn(maintain(
+                        self.ctx.clone(),
+                        settings.clone(),
+                        address.clone(),
+                        up.clone(),
+                        tx,
+                    ));
+                    Replica {
+                        address: address.clone(),
+                        state: rx,
+                        task,
+                    }
+                })
+                .collect();
             entries.insert(
                 cluster.clone(),
                 Entry {
                     settings,
-                    state: rx,
-                    task,
+                    replicas,
+                    cursor: AtomicUsize::new(0),
                 },
             );
         }
     }
 
-    /// The live connection to `cluster`'s gateway, waiting at most `wait`
-    /// for an attempt under way.
+    /// The replicas of `cluster`'s gateway a new stream should try, in
+    /// order ([`select::try_order`]; each call advances the round robin).
     ///
     /// # Errors
-    /// [`PoolError`].
-    pub async fn connection(&self, cluster: &str, wait: Duration) -> Result<PeerConn, PoolError> {
-        let mut rx = {
-            let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-            match entries.get(cluster) {
-                Some(e) => e.state.clone(),
-                None => return Err(PoolError::UnknownPeer(cluster.to_owned())),
-            }
+    /// [`PoolError::UnknownPeer`]; [`PoolError::Unavailable`] when every
+    /// replica is down.
+    pub fn candidates(&self, cluster: &str) -> Result<Vec<Candidate>, PoolError> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(entry) = entries.get(cluster) else {
+            return Err(PoolError::UnknownPeer(cluster.to_owned()));
         };
-        let unavailable = || PoolError::Unavailable(cluster.to_owned());
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            match &*rx.borrow_and_update() {
-                PeerState::Connected(c) if c.is_open() => return Ok(c.clone()),
-                PeerState::Backoff => return Err(unavailable()),
-                PeerState::Connected(_) | PeerState::Connecting => {}
-            }
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) | Err(_) => return Err(unavailable()),
-            }
+        let states: Vec<ReplicaState> = entry
+            .replicas
+            .iter()
+            .map(|r| r.state.borrow().health())
+            .collect();
+        let cursor = entry.cursor.fetch_add(1, Ordering::Relaxed);
+        let order = select::try_order(&states, cursor);
+        if order.is_empty() {
+            return Err(PoolError::Unavailable(cluster.to_owned()));
         }
+        Ok(order
+            .into_iter()
+            .map(|i| Candidate {
+                index: i,
+                address: entry.replicas[i].address.to_string(),
+                state: entry.replicas[i].state.clone(),
+            })
+            .collect())
     }
 
-    /// Every configured peer with whether its pooled connection is up and
-    /// its smoothed RTT (QUIC's estimate; 0 for `tcp-tls` peers, whose RTT
-    /// is not measured, and for peers not connected), by cluster name.
+    /// Every configured peer with whether a replica's pooled connection is
+    /// up and its smoothed RTT (QUIC's estimate; 0 for `tcp-tls` peers,
+    /// whose RTT is not measured, and for replicas not connected), by
+    /// cluster name.
     pub fn status(&self) -> Vec<PeerStatus> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<PeerStatus> = entries
             .iter()
             .map(|(cluster, e)| {
-                let (connected, rtt) = match &*e.state.borrow() {
-                    PeerState::Connected(c) if c.is_open() => match c {
-                        PeerConn::Quic(q) => (true, q.rtt()),
-                        PeerConn::TcpTls(_) => (true, Duration::ZERO),
-                    },
-                    _ => (false, Duration::ZERO),
-                };
+                let replicas: Vec<ReplicaStatus> = e
+                    .replicas
+                    .iter()
+                    .map(|r| {
+                        let (connected, rtt) = match &*r.state.borrow() {
+                            ReplicaConn::Connected(c) if c.is_open() => match c {
+                                PeerConn::Quic(q) => (true, q.rtt()),
+                                PeerConn::TcpTls(_) => (true, Duration::ZERO),
+                            },
+                            _ => (false, Duration::ZERO),
+                        };
+                        ReplicaStatus {
+                            address: r.address.to_string(),
+                            connected,
+                            rtt_ms: rtt.as_secs_f64() * 1000.0,
+                        }
+                    })
+                    .collect();
+                let first = replicas.iter().find(|r| r.connected);
                 PeerStatus {
                     cluster: cluster.clone(),
-                    connected,
-                    rtt_ms: rtt.as_secs_f64() * 1000.0,
+                    connected: first.is_some(),
+                    rtt_ms: first.map_or(0.0, |r| r.rtt_ms),
+                    replicas,
                 }
             })
             .collect();
@@ -270,7 +404,7 @@ impl PeerPool {
     pub fn shutdown(&self) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         for (_, e) in entries.drain() {
-            e.task.abort();
+            e.stop();
         }
     }
 }
@@ -281,20 +415,48 @@ impl Drop for PeerPool {
     }
 }
 
-/// The per-peer task: connect, hold, reconnect with backoff.
-async fn maintain(ctx: PoolContext, s: PeerSettings, tx: watch::Sender<PeerState>) {
+/// Counts a replica as connected in the peer's gauge while alive.
+struct UpGuard<'a> {
+    ctx: &'a PoolContext,
+    cluster: &'a str,
+    up: &'a AtomicUsize,
+}
+
+impl<'a> UpGuard<'a> {
+    fn new(ctx: &'a PoolContext, cluster: &'a str, up: &'a AtomicUsize) -> Self {
+        let n = up.fetch_add(1, Ordering::SeqCst) + 1;
+        ctx.metrics.peer_connections(cluster, n);
+        UpGuard { ctx, cluster, up }
+    }
+}
+
+impl Drop for UpGuard<'_> {
+    fn drop(&mut self) {
+        let n = self.up.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
+        self.ctx.metrics.peer_connections(self.cluster, n);
+    }
+}
+
+/// The task of one replica: connect, hold, reconnect with backoff.
+async fn maintain(
+    ctx: PoolContext,
+    s: PeerSettings,
+    address: PeerAddress,
+    up: Arc<AtomicUsize>,
+    tx: watch::Sender<ReplicaConn>,
+) {
     let cluster = s.peer.cluster.as_str();
     let dialer = match Dialer::new(&ctx, &s.peer, &s.quic) {
         Ok(d) => d,
         Err(e) => {
             warn!(peer = cluster, error = %e, "cannot build the client config; peer disabled");
-            tx.send_replace(PeerState::Backoff);
+            tx.send_replace(ReplicaConn::Backoff);
             return;
         }
     };
-    let (address, transport) = match &s.peer.transport {
-        PeerTransport::Quic => (&s.peer.address, "quic"),
-        PeerTransport::TcpTls(a) => (a, "tcp-tls"),
+    let transport = match &s.peer.transport {
+        PeerTransport::Quic => "quic",
+        PeerTransport::TcpTls(_) => "tcp-tls",
     };
     // An IPv4 QUIC socket cannot send to an AAAA answer (an IPv6 one may be
     // dual-stack); a TCP connection can use either family.
@@ -303,14 +465,20 @@ async fn maintain(ctx: PoolContext, s: PeerSettings, tx: watch::Sender<PeerState
     let mut backoff = Backoff::new(s.reconnect.initial_backoff, s.reconnect.max_backoff);
     let mut resolved: Option<Resolved> = None;
     let mut rotate = 0usize;
+    let mut first = true;
     loop {
-        tx.send_replace(PeerState::Connecting);
+        tx.send_replace(if first {
+            ReplicaConn::Starting
+        } else {
+            ReplicaConn::Probing
+        });
+        first = false;
         let fresh = resolved.as_ref().is_some_and(|r| {
             r.valid_until
                 .is_none_or(|t| tokio::time::Instant::now() < t)
         });
         if !fresh {
-            match resolve(&ctx, address, v4_only).await {
+            match resolve(&ctx, &address, v4_only).await {
                 Ok(r) => resolved = Some(r),
                 Err(e) => {
                     warn!(peer = cluster, %address, error = %e, "peer address does not resolve")
@@ -326,22 +494,23 @@ async fn maintain(ctx: PoolContext, s: PeerSettings, tx: watch::Sender<PeerState
                 Ok(conn) => {
                     backoff.handle_success();
                     info!(peer = cluster, %addr, transport, "connected to peer gateway");
-                    ctx.metrics.peer_connected(cluster, true);
-                    tx.send_replace(PeerState::Connected(conn.clone()));
-                    let moved = hold(&ctx, address, &conn, &mut resolved, v4_only).await;
-                    ctx.metrics.peer_connected(cluster, false);
+                    let guard = UpGuard::new(&ctx, cluster, &up);
+                    tx.send_replace(ReplicaConn::Connected(conn.clone()));
+                    let moved = hold(&ctx, &address, &conn, &mut resolved, v4_only).await;
+                    drop(guard);
                     if moved {
                         // Streams in flight keep the old connection; new
                         // ones wait for the next.
-                        info!(peer = cluster, "peer address changed; reconnecting");
+                        info!(peer = cluster, %address, "peer address changed; reconnecting");
+                        first = true;
                         continue;
                     }
                     match &conn {
                         PeerConn::Quic(c) => {
-                            warn!(peer = cluster, reason = ?c.close_reason(), "connection to peer gateway lost");
+                            warn!(peer = cluster, %addr, reason = ?c.close_reason(), "connection to peer gateway lost");
                         }
                         PeerConn::TcpTls(_) => {
-                            warn!(peer = cluster, transport, "connection to peer gateway lost");
+                            warn!(peer = cluster, %addr, transport, "connection to peer gateway lost");
                         }
                     }
                 }
@@ -351,10 +520,11 @@ async fn maintain(ctx: PoolContext, s: PeerSettings, tx: watch::Sender<PeerState
                 }
             }
         }
-        tx.send_replace(PeerState::Backoff);
+        tx.send_replace(ReplicaConn::Backoff);
         let delay = backoff.handle_failure(unit_random());
         debug!(
             peer = cluster,
+            %address,
             delay_ms = delay.as_millis() as u64,
             "reconnect backoff"
         );

@@ -6,15 +6,20 @@
 //! connection on a dead peer or on the gateway's shutdown signal; the
 //! pooled handle learns it through [`H2Connection::closed`].
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Uri};
 use rustls::ClientConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_rustls::TlsConnector;
 use tracing::debug;
 
@@ -62,6 +67,10 @@ pub struct H2Connection {
     send: h2::client::SendRequest<Bytes>,
     remote: SocketAddr,
     closed: watch::Receiver<bool>,
+    /// Bytes read from the TCP socket so far.
+    received: Arc<AtomicU64>,
+    /// Ends the connection's driver (and so the connection).
+    abort: Arc<Notify>,
 }
 
 impl H2Connection {
@@ -79,9 +88,14 @@ impl H2Connection {
         metrics: &Metrics,
         shutdown: watch::Receiver<bool>,
     ) -> Result<H2Connection, DialError> {
+        let received = Arc::new(AtomicU64::new(0));
         let dial = async {
             let tcp = TcpStream::connect(addr).await.map_err(DialError::Connect)?;
             let _ = tcp.set_nodelay(true);
+            let tcp = Counting {
+                inner: tcp,
+                received: received.clone(),
+            };
             let stream = TlsConnector::from(tls)
                 .connect(trust_bundle::tls::spiffe_server_name(), tcp)
                 .await
@@ -103,9 +117,14 @@ impl H2Connection {
             .map_err(|_| DialError::TimedOut)??;
         let (done, closed) = watch::channel(false);
         let ping = conn.ping_pong();
+        let abort = Arc::new(Notify::new());
+        let aborted = abort.clone();
         tokio::spawn(async move {
             let mut shutdown = shutdown;
             tokio::select! {
+                () = aborted.notified() => {
+                    debug!(%addr, "http/2 connection to peer declared lost; closing");
+                }
                 r = &mut conn => {
                     if let Err(e) = r {
                         debug!(%addr, error = %e, "http/2 connection to peer ended");
@@ -122,7 +141,20 @@ impl H2Connection {
             send,
             remote: addr,
             closed,
+            received,
+            abort,
         })
+    }
+
+    /// Bytes read from the peer's TCP socket so far (TLS records included).
+    pub fn bytes_received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Closes the connection now: its driver ends and drops the socket, so
+    /// every stream on it fails at once.
+    pub fn close(&self) {
+        self.abort.notify_one();
     }
 
     /// Whether the connection is still up.
@@ -161,5 +193,55 @@ impl H2Connection {
         *request.uri_mut() = Uri::from_static(AUTHORITY);
         let (response, stream) = send.send_request(request, false).map_err(OpenError::Send)?;
         Ok((H2Write::new(stream), H2Read::response(response)))
+    }
+}
+
+/// A TCP stream that counts the bytes it reads (liveness of the peer).
+struct Counting {
+    inner: TcpStream,
+    received: Arc<AtomicU64>,
+}
+
+impl AsyncRead for Counting {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len().saturating_sub(before);
+        self.received.fetch_add(n as u64, Ordering::Relaxed);
+        r
+    }
+}
+
+impl AsyncWrite for Counting {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

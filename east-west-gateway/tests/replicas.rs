@@ -116,8 +116,19 @@ async fn echo(
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streams_survive_a_dead_replica_and_its_streams_are_reset_at_once() -> anyhow::Result<()> {
+/// B's two replicas behind relays, A's gateway listing both, a sidecar.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    b1: mesh_gateway::Gateway,
+    b2: mesh_gateway::Gateway,
+    r1: Relay,
+    r2: Relay,
+    gw_a: mesh_gateway::Gateway,
+    sc: Sidecar,
+    header: tunnel_proto::OpenHeader,
+}
+
+async fn fixture() -> anyhow::Result<Fixture> {
     init_tracing();
     let dir = tempfile::tempdir()?;
     let a = Cluster::new(dir.path(), "cluster-a");
@@ -152,7 +163,30 @@ async fn streams_survive_a_dead_replica_and_its_streams_are_reset_at_once() -> a
     .await?;
     let sc = Sidecar::connect(&a, &[&a], gw_a.quic_addr()).await?;
     let header = header("cluster-b", "default/echo", 8080, &b.workload_id("echo"));
+    Ok(Fixture {
+        _dir: dir,
+        b1,
+        b2,
+        r1,
+        r2,
+        gw_a,
+        sc,
+        header,
+    })
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_survive_a_dead_replica_and_its_streams_are_reset_at_once() -> anyhow::Result<()> {
+    let Fixture {
+        _dir,
+        b1,
+        b2,
+        r1,
+        r2,
+        gw_a,
+        sc,
+        header,
+    } = fixture().await?;
     // Four streams, spread round robin: two on each replica.
     let mut old = Vec::new();
     for i in 0..4u8 {
@@ -232,5 +266,42 @@ async fn streams_survive_a_dead_replica_and_its_streams_are_reset_at_once() -> a
     echo(&mut send, &mut recv, b"back").await?;
     let peers = http_get(gw_a.admin_addr(), "/peers").await?.1;
     assert!(peers.contains("\"replicas\""), "{peers}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_replica_is_declared_lost_without_new_streams() -> anyhow::Result<()> {
+    let f = fixture().await?;
+    let mut old = Vec::new();
+    for i in 0..4u8 {
+        let (ev, mut send, mut recv) = f.sc.open(&f.header).await?;
+        assert!(matches!(ev, OpenerEvent::Accepted { .. }), "{ev:?}");
+        echo(&mut send, &mut recv, &[i; 8]).await?;
+        old.push((send, recv));
+    }
+    f.r1.set_cut(true);
+    let cut = tokio::time::Instant::now();
+    // Keep-alive 500 ms, peer_open 300 ms: silent for max(300, 2 × 500)
+    // ms is lost; A's idle timeout (5 s) is far off.
+    eventually("the silent replica's connection declared lost", || {
+        metric(
+            f.gw_a.admin_addr(),
+            r#"isthmus_gateway_peer_connections{peer="cluster-b"} 1"#,
+        )
+    })
+    .await?;
+    let took = cut.elapsed();
+    assert!(
+        took < Duration::from_millis(2500),
+        "declared lost after {took:?}"
+    );
+    let mut reset = 0;
+    for (send, recv) in &mut old {
+        if echo(send, recv, b"x").await.is_err() {
+            reset += 1;
+        }
+    }
+    assert_eq!(reset, 2, "the streams relayed over the silent replica");
+    let _ = (&f.b1, &f.b2, &f.r2);
     Ok(())
 }

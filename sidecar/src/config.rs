@@ -221,8 +221,14 @@ pub const MAX_WORKER_THREADS: u64 = 256;
 /// The local east-west gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Gateway {
-    /// Its QUIC (UDP) address.
+    /// Its QUIC (UDP) address: `gateway.address`, else the first of
+    /// `gateway.addresses`.
     pub address: SocketAddr,
+    /// Every replica's QUIC address (`gateway.addresses`, or just
+    /// `address`); the tunnel client spreads streams over them and fails
+    /// over between them (`crate::tunnel`).
+    #[serde(rename = "addresses")]
+    pub replicas: Vec<SocketAddr>,
     /// The identity it must present.
     pub spiffe_id: SpiffeId,
     /// QUIC keep-alive interval.

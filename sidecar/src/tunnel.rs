@@ -1,17 +1,21 @@
 //! The client side of `isthmus-tunnel/1` toward the local east-west gateway
-//! (docs/reference/tunnel-protocol.md): one pooled QUIC connection
-//! (ALPN `isthmus-tunnel/1`, mutual TLS with our SVID, the gateway checked
-//! against `gateway.spiffe_id`), re-established on demand when closed, and
-//! one bidirectional stream per proxied connection.
+//! (docs/reference/tunnel-protocol.md): one pooled QUIC connection per
+//! gateway replica (ALPN `isthmus-tunnel/1`, mutual TLS with our SVID, the
+//! gateway checked against `gateway.spiffe_id`), re-established on demand
+//! when closed, and one bidirectional stream per proxied connection. With
+//! several replicas (`gateway.addresses`) streams go round robin over the
+//! healthy ones and fail over between them ([`TunnelClient::open`]).
 //!
 //! [`TunnelClient::open`] is a thin driver around the sans-IO
 //! [`tunnel_proto::Opener`]: it writes the OPEN header, feeds reads, the FIN
 //! and resets to the opener, arms its one timer, and returns a
 //! [`TunnelStream`] on accept or an [`OpenError`] carrying the reject reason.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -65,21 +69,56 @@ pub enum OpenError {
     /// The connection closed while opening the stream.
     #[error("gateway connection closed")]
     Closed,
+    /// Every replica of the local gateway failed recently and is cooling
+    /// down.
+    #[error("every gateway replica is cooling down")]
+    Unavailable,
 }
 
-/// A pooled QUIC connection to the local gateway.
+/// Pooled QUIC connections to the local gateway's replicas.
 pub struct TunnelClient {
     source: Arc<SvidSource>,
     store: BundleStore,
     bind_ip: IpAddr,
-    state: tokio::sync::Mutex<State>,
+    endpoint: tokio::sync::OnceCell<quinn::Endpoint>,
+    slots: std::sync::Mutex<Slots>,
+    /// Round robin over the replicas.
+    cursor: AtomicUsize,
 }
 
+/// The connections of the current gateway settings, one slot per replica.
 #[derive(Default)]
-struct State {
-    endpoint: Option<quinn::Endpoint>,
-    conn: Option<(Gateway, quinn::Connection)>,
+struct Slots {
+    gateway: Option<Gateway>,
+    by_addr: HashMap<SocketAddr, Arc<Slot>>,
 }
+
+/// One replica: its connection (connected under the async lock, so one
+/// replica's slow connect does not hold up the others) and its health.
+#[derive(Default)]
+struct Slot {
+    conn: tokio::sync::Mutex<Option<quinn::Connection>>,
+    health: std::sync::Mutex<ReplicaHealth>,
+}
+
+/// A replica's failure record: skipped until `down_until`.
+#[derive(Debug, Default, Clone, Copy)]
+struct ReplicaHealth {
+    failures: u32,
+    down_until: Option<tokio::time::Instant>,
+}
+
+/// How long a replica from which nothing at all (not even the ACK of the
+/// header) arrived after an OPEN may stay silent before it is declared
+/// lost and the next replica is tried, at most: the gateway's default
+/// `timeouts.peer_open_ms`. Capped at a third of the open deadline.
+pub const REPLICA_SILENCE: Duration = Duration::from_millis(1000);
+
+/// First cool-down of a failed replica; doubles per consecutive failure
+/// up to [`REPLICA_MAX_COOLDOWN`].
+const REPLICA_COOLDOWN: Duration = Duration::from_millis(250);
+/// Largest cool-down of a failed replica.
+const REPLICA_MAX_COOLDOWN: Duration = Duration::from_secs(5);
 
 /// An accepted tunnel stream: early data first, then the QUIC stream; the
 /// write half's shutdown is a FIN (half-close).
@@ -98,13 +137,24 @@ impl TunnelClient {
             source,
             store,
             bind_ip,
-            state: tokio::sync::Mutex::new(State::default()),
+            endpoint: tokio::sync::OnceCell::new(),
+            slots: std::sync::Mutex::new(Slots::default()),
+            cursor: AtomicUsize::new(0),
         }
     }
 
     /// Opens a stream to `header`'s target through `gateway`; the QUIC
     /// connection (if a new one is needed) and the stream handshake each
     /// get `timeout`.
+    ///
+    /// With several replicas (`gateway.replicas`) new streams go round
+    /// robin over the ones not cooling down; a replica that cannot be
+    /// connected, refuses the stream, or sends nothing at all within
+    /// [`REPLICA_SILENCE`] after the header is declared lost (its
+    /// connection is closed, resetting its streams at once; it cools down
+    /// with exponential backoff) and the header goes to the next one (no
+    /// payload was sent: the opener writes none before the accept). Every
+    /// replica cooling down: [`OpenError::Unavailable`] at once.
     ///
     /// # Errors
     /// See [`OpenError`]; [`OpenError::Rejected`] carries the gateway's reason.
@@ -114,13 +164,84 @@ impl TunnelClient {
         header: &OpenHeader,
         timeout: Duration,
     ) -> Result<TunnelStream, OpenError> {
-        let conn = self.connection(gateway, timeout).await?;
+        let replicas = self.replicas(gateway);
+        let several = replicas.len() > 1;
+        let now = tokio::time::Instant::now();
+        let mut order: Vec<&(SocketAddr, Arc<Slot>)> = replicas
+            .iter()
+            .filter(|(_, slot)| !several || slot.is_up(now))
+            .collect();
+        if order.is_empty() {
+            return Err(OpenError::Unavailable);
+        }
+        let n = order.len();
+        order.rotate_left(self.cursor.fetch_add(1, Ordering::Relaxed) % n);
+        let mut last = OpenError::Unavailable;
+        for (addr, slot) in order {
+            match self.open_on(gateway, *addr, slot, header, timeout).await {
+                Ok(stream) => {
+                    slot.mark_ok();
+                    return Ok(stream);
+                }
+                Err((e, lost)) => {
+                    if !lost || !several {
+                        return Err(e);
+                    }
+                    tracing::warn!(gateway = %addr, error = %e, "gateway replica declared lost; trying the next");
+                    slot.mark_down(tokio::time::Instant::now());
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// One attempt on the replica at `addr`. On failure, also whether the
+    /// replica is to blame (unreachable, connection closed, silent).
+    async fn open_on(
+        &self,
+        gateway: &Gateway,
+        addr: SocketAddr,
+        slot: &Slot,
+        header: &OpenHeader,
+        timeout: Duration,
+    ) -> Result<TunnelStream, (OpenError, bool)> {
+        let conn = self
+            .connection(gateway, addr, slot, timeout)
+            .await
+            .map_err(|e| {
+                let lost = !matches!(e, OpenError::Bind(_) | OpenError::Config(_));
+                (e, lost)
+            })?;
         let (mut send, mut recv) = match tokio::time::timeout(timeout, conn.open_bi()).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(OpenError::Connection(e)),
-            Err(_) => return Err(OpenError::TimedOut),
+            Ok(Err(e)) => return Err((OpenError::Connection(e), true)),
+            Err(_) => return Err((OpenError::TimedOut, false)),
         };
-        match handshake(&mut send, &mut recv, header, timeout).await {
+        let heard = conn.stats().udp_rx.datagrams;
+        let silence = REPLICA_SILENCE.min(timeout / 3);
+        let result = {
+            let hs = handshake(&mut send, &mut recv, header, timeout);
+            tokio::pin!(hs);
+            let first = tokio::select! {
+                r = &mut hs => Some(r),
+                () = tokio::time::sleep(silence) => None,
+            };
+            match first {
+                Some(r) => Some(r),
+                // Not even the ACK of the header: the replica is gone.
+                None if conn.stats().udp_rx.datagrams == heard => None,
+                None => Some(hs.await),
+            }
+        };
+        let Some(result) = result else {
+            conn.close(
+                VarInt::from_u32(tunnel_proto::code::CLOSE_NORMAL),
+                b"replica unresponsive",
+            );
+            return Err((OpenError::TimedOut, true));
+        };
+        match result {
             Ok(early) => Ok(TunnelStream {
                 early: early.into(),
                 recv,
@@ -144,47 +265,72 @@ impl TunnelClient {
                         let _ = recv.stop(VarInt::from_u32(c));
                     }
                 }
-                Err(e)
+                let lost = matches!(e, OpenError::Connection(_) | OpenError::Closed);
+                Err((e, lost))
             }
         }
     }
 
-    /// The pooled connection to `gateway`, connecting if there is none, it
-    /// closed, or the gateway settings changed.
+    /// The slots of `gateway`'s replicas, in config order; new settings
+    /// close every old connection.
+    fn replicas(&self, gateway: &Gateway) -> Vec<(SocketAddr, Arc<Slot>)> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if slots.gateway.as_ref() != Some(gateway) {
+            for slot in slots.by_addr.values() {
+                if let Ok(conn) = slot.conn.try_lock() {
+                    if let Some(c) = conn.as_ref() {
+                        c.close(VarInt::from_u32(tunnel_proto::code::CLOSE_NORMAL), b"");
+                    }
+                }
+            }
+            slots.by_addr.clear();
+            slots.gateway = Some(gateway.clone());
+        }
+        let addrs: Vec<SocketAddr> = if gateway.replicas.is_empty() {
+            vec![gateway.address]
+        } else {
+            gateway.replicas.clone()
+        };
+        addrs
+            .into_iter()
+            .map(|a| (a, slots.by_addr.entry(a).or_default().clone()))
+            .collect()
+    }
+
+    /// The pooled connection to the replica at `addr`, connecting if there
+    /// is none or it closed.
     async fn connection(
         &self,
         gateway: &Gateway,
+        addr: SocketAddr,
+        slot: &Slot,
         timeout: Duration,
     ) -> Result<quinn::Connection, OpenError> {
-        let mut state = self.state.lock().await;
-        if let Some((gw, conn)) = &state.conn {
-            if gw == gateway && conn.close_reason().is_none() {
+        let mut held = slot.conn.lock().await;
+        if let Some(conn) = held.as_ref() {
+            if conn.close_reason().is_none() {
                 return Ok(conn.clone());
             }
         }
-        if let Some((_, old)) = state.conn.take() {
-            old.close(VarInt::from_u32(tunnel_proto::code::CLOSE_NORMAL), b"");
-        }
-        let endpoint = match &state.endpoint {
-            Some(e) => e.clone(),
-            None => {
-                let e = quinn::Endpoint::client(SocketAddr::new(self.bind_ip, 0))
-                    .map_err(OpenError::Bind)?;
-                state.endpoint = Some(e.clone());
-                e
-            }
-        };
+        *held = None;
+        let endpoint = self
+            .endpoint
+            .get_or_try_init(|| async {
+                quinn::Endpoint::client(SocketAddr::new(self.bind_ip, 0)).map_err(OpenError::Bind)
+            })
+            .await?
+            .clone();
         let config = self.client_config(gateway)?;
         let connecting = endpoint
-            .connect_with(config, gateway.address, "spiffe.invalid")
+            .connect_with(config, addr, "spiffe.invalid")
             .map_err(OpenError::Connect)?;
         let conn = match tokio::time::timeout(timeout, connecting).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => return Err(OpenError::Connection(e)),
             Err(_) => return Err(OpenError::TimedOut),
         };
-        tracing::info!(gateway = %gateway.address, id = %gateway.spiffe_id, "connected to the gateway");
-        state.conn = Some((gateway.clone(), conn.clone()));
+        tracing::info!(gateway = %addr, id = %gateway.spiffe_id, "connected to the gateway");
+        *held = Some(conn.clone());
         Ok(conn)
     }
 
@@ -209,12 +355,40 @@ impl TunnelClient {
         Ok(config)
     }
 
-    /// Closes the pooled connection (drain).
+    /// Closes the pooled connections (drain).
     pub async fn close(&self) {
-        let mut state = self.state.lock().await;
-        if let Some((_, conn)) = state.conn.take() {
-            conn.close(VarInt::from_u32(tunnel_proto::code::CLOSE_NORMAL), b"");
+        let slots: Vec<Arc<Slot>> = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.gateway = None;
+            slots.by_addr.drain().map(|(_, s)| s).collect()
+        };
+        for slot in slots {
+            if let Some(conn) = slot.conn.lock().await.take() {
+                conn.close(VarInt::from_u32(tunnel_proto::code::CLOSE_NORMAL), b"");
+            }
         }
+    }
+}
+
+impl Slot {
+    fn is_up(&self, now: tokio::time::Instant) -> bool {
+        let h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        h.down_until.is_none_or(|t| now >= t)
+    }
+
+    fn mark_ok(&self) {
+        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        *h = ReplicaHealth::default();
+    }
+
+    fn mark_down(&self, now: tokio::time::Instant) {
+        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let factor = 1u32.checked_shl(h.failures.min(16)).unwrap_or(u32::MAX);
+        let cooldown = REPLICA_COOLDOWN
+            .saturating_mul(factor)
+            .min(REPLICA_MAX_COOLDOWN);
+        h.failures = h.failures.saturating_add(1);
+        h.down_until = Some(now + cooldown);
     }
 }
 

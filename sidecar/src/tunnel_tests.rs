@@ -134,6 +134,7 @@ async fn serve_stream(mut send: SendStream, mut recv: RecvStream, mode: Mode) {
 fn gateway(addr: SocketAddr, id: &str) -> Gateway {
     Gateway {
         address: addr,
+        replicas: vec![addr],
         spiffe_id: SpiffeId::parse(id).unwrap(),
         keep_alive: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(10),
@@ -269,4 +270,46 @@ async fn an_unreachable_gateway_fails_within_the_deadline() {
         matches!(err, OpenError::TimedOut | OpenError::Connection(_)),
         "{err:?}"
     );
+}
+
+#[tokio::test]
+async fn streams_fail_over_between_gateway_replicas_and_skip_dead_ones() {
+    let pki = Pki::new();
+    let live = fake_gateway(&pki, Mode::Normal);
+    // Bound but never answering: a dead replica.
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    let mut gw = gateway(live.addr, GW_ID);
+    gw.replicas = vec![dead_addr, live.addr];
+    let c = client(&pki);
+    let started = std::time::Instant::now();
+    for i in 0..4 {
+        let s = c
+            .open(&gw, &header("backend"), Duration::from_millis(300))
+            .await;
+        assert!(s.is_ok(), "open {i}: {:?}", s.err());
+    }
+    // At most one attempt paid the dead replica's connect deadline.
+    assert!(started.elapsed() < Duration::from_millis(900));
+    assert_eq!(live.connections.load(Ordering::SeqCst), 1);
+
+    // Every replica dead: the first open tries both, the next fails at
+    // once while they cool down.
+    let dead2 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut all_dead = gateway(dead_addr, GW_ID);
+    all_dead.replicas = vec![dead_addr, dead2.local_addr().unwrap()];
+    let err = c
+        .open(&all_dead, &header("backend"), Duration::from_millis(200))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, OpenError::TimedOut), "{err:?}");
+    let started = std::time::Instant::now();
+    let err = c
+        .open(&all_dead, &header("backend"), Duration::from_millis(200))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, OpenError::Unavailable), "{err:?}");
+    assert!(started.elapsed() < Duration::from_millis(50));
 }

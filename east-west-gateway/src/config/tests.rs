@@ -34,7 +34,7 @@ quic:
   receive_window_bytes: 67108864
   send_window_bytes: 67108864
   max_concurrent_streams: 4096
-  congestion: cubic
+  congestion: bbr
 timeouts:
   header_ms: 5000
   connect_ms: 3000
@@ -96,7 +96,7 @@ fn the_reference_example_parses() {
     assert_eq!(c.quic.keep_alive, Some(Duration::from_secs(2)));
     assert_eq!(c.timeouts.drain, Duration::from_secs(30));
     assert_eq!(c.timeouts.peer_open, Duration::from_secs(1));
-    assert_eq!(c.quic.congestion, RawCongestion::Cubic);
+    assert_eq!(c.quic.congestion, RawCongestion::Bbr);
     assert_eq!(c.reconnect.max_backoff, Duration::from_secs(10));
 }
 
@@ -134,11 +134,11 @@ fn replica_addresses_take_one_form_and_no_duplicates() {
         "timeouts.peer_open_ms"
     );
     for (name, want) in [
-        ("bbr", RawCongestion::Bbr),
+        ("cubic", RawCongestion::Cubic),
         ("new_reno", RawCongestion::NewReno),
     ] {
         let c =
-            parse(&REFERENCE.replace("congestion: cubic", &format!("congestion: {name}"))).unwrap();
+            parse(&REFERENCE.replace("congestion: bbr", &format!("congestion: {name}"))).unwrap();
         assert_eq!(c.quic.congestion, want);
     }
 }

@@ -124,11 +124,19 @@ pub(super) async fn hold(
     conn: &PeerConn,
     resolved: &mut Option<Resolved>,
     v4_only: bool,
+    silence: Option<Duration>,
 ) -> bool {
+    let watchdog = watchdog(conn, silence);
+    tokio::pin!(watchdog);
     loop {
         let expiry = resolved.as_ref().and_then(|r| r.valid_until);
         tokio::select! {
             _ = conn.closed() => return false,
+            () = &mut watchdog => {
+                warn!(address = %address, silence_ms = silence.map_or(0, |d| d.as_millis() as u64), "nothing heard from the peer gateway replica; connection declared lost");
+                conn.close("replica silent");
+                return false;
+            }
             () = sleep_until(expiry) => {
                 match resolve(ctx, address, v4_only).await {
                     Ok(r) => {
@@ -147,6 +155,31 @@ pub(super) async fn hold(
                     }
                 }
             }
+        }
+    }
+}
+
+/// Resolves when nothing at all has arrived on `conn` for `silence`
+/// ([`PeerConn::rx_progress`]); never without a `silence`. With keep-alives
+/// on, a live peer answers at least every keep-alive interval, so
+/// `silence` (at least two intervals, see the pool) means it is gone: the
+/// connection is declared lost long before the idle timeout, and the
+/// streams relayed over it are reset.
+async fn watchdog(conn: &PeerConn, silence: Option<Duration>) {
+    let Some(silence) = silence else {
+        return std::future::pending().await;
+    };
+    let tick = (silence / 4).max(Duration::from_millis(10));
+    let mut last = conn.rx_progress();
+    let mut heard_at = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(tick).await;
+        let now = conn.rx_progress();
+        if now != last {
+            last = now;
+            heard_at = tokio::time::Instant::now();
+        } else if heard_at.elapsed() >= silence {
+            return;
         }
     }
 }

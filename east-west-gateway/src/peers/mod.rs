@@ -202,6 +202,10 @@ struct PeerSettings {
     quic: QuicConfig,
     reconnect: ReconnectConfig,
     connect: Duration,
+    /// A connection silent this long is declared lost: the larger of
+    /// `peer_open_ms` and two keep-alive intervals (a live peer answers
+    /// every keep-alive); `None` without keep-alives.
+    silence: Option<Duration>,
 }
 
 struct Replica {
@@ -279,6 +283,10 @@ impl PeerPool {
             quic: config.quic.clone(),
             reconnect: config.reconnect,
             connect: config.timeouts.connect,
+            silence: config
+                .quic
+                .keep_alive
+                .map(|k| config.timeouts.peer_open.max(k.saturating_mul(2))),
         };
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.retain(|cluster, entry| {
@@ -297,7 +305,7 @@ impl PeerPool {
                 continue;
             }
             let settings = settings_of(peer);
-            let up = Arc::new(AtomicUsize::new(0));
+            let up = Arc::new(Mutex::new(0usize));
             let replicas = peer
                 .dial_addresses()
                 .iter()
@@ -415,25 +423,30 @@ impl Drop for PeerPool {
     }
 }
 
-/// Counts a replica as connected in the peer's gauge while alive.
+/// Counts a replica as connected in the peer's gauge while alive. The
+/// count and the gauge change under one lock, so concurrent replicas
+/// cannot leave a stale value behind.
 struct UpGuard<'a> {
     ctx: &'a PoolContext,
     cluster: &'a str,
-    up: &'a AtomicUsize,
+    up: &'a Mutex<usize>,
 }
 
 impl<'a> UpGuard<'a> {
-    fn new(ctx: &'a PoolContext, cluster: &'a str, up: &'a AtomicUsize) -> Self {
-        let n = up.fetch_add(1, Ordering::SeqCst) + 1;
-        ctx.metrics.peer_connections(cluster, n);
+    fn new(ctx: &'a PoolContext, cluster: &'a str, up: &'a Mutex<usize>) -> Self {
+        let mut n = up.lock().unwrap_or_else(|p| p.into_inner());
+        *n += 1;
+        ctx.metrics.peer_connections(cluster, *n);
+        drop(n);
         UpGuard { ctx, cluster, up }
     }
 }
 
 impl Drop for UpGuard<'_> {
     fn drop(&mut self) {
-        let n = self.up.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
-        self.ctx.metrics.peer_connections(self.cluster, n);
+        let mut n = self.up.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.saturating_sub(1);
+        self.ctx.metrics.peer_connections(self.cluster, *n);
     }
 }
 
@@ -442,7 +455,7 @@ async fn maintain(
     ctx: PoolContext,
     s: PeerSettings,
     address: PeerAddress,
-    up: Arc<AtomicUsize>,
+    up: Arc<Mutex<usize>>,
     tx: watch::Sender<ReplicaConn>,
 ) {
     let cluster = s.peer.cluster.as_str();
@@ -496,7 +509,8 @@ async fn maintain(
                     info!(peer = cluster, %addr, transport, "connected to peer gateway");
                     let guard = UpGuard::new(&ctx, cluster, &up);
                     tx.send_replace(ReplicaConn::Connected(conn.clone()));
-                    let moved = hold(&ctx, &address, &conn, &mut resolved, v4_only).await;
+                    let moved =
+                        hold(&ctx, &address, &conn, &mut resolved, v4_only, s.silence).await;
                     drop(guard);
                     if moved {
                         // Streams in flight keep the old connection; new

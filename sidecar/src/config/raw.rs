@@ -116,8 +116,13 @@ pub struct RawLocality {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawGateway {
-    /// UDP `ip:port` of the gateway's QUIC listener.
+    /// UDP `ip:port` of the gateway's QUIC listener (one replica).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub address: String,
+    /// UDP `ip:port` of each gateway replica; with `address` too, it must
+    /// be one of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
     /// The gateway's SPIFFE ID.
     pub spiffe_id: String,
     /// QUIC keep-alive interval, ms.

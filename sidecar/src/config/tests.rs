@@ -516,4 +516,42 @@ fn failover_values_are_checked_with_their_key() {
     assert!(e.starts_with("services[0].endpoints[0].weight:"), "{e}");
     let e = with("consecutive_5xx: 0", "consecutive_500s: 0");
     assert!(e.contains("consecutive_500s"), "{e}");
+
+#[test]
+fn gateway_replicas_come_from_address_or_addresses() {
+    let one = parse(VALID).unwrap().gateway.unwrap();
+    assert_eq!(one.replicas, vec![one.address]);
+    let list = parse(&edit(
+        "address: 127.0.1.1:15443",
+        "addresses: ['127.0.1.1:15443', '127.0.1.2:15443']",
+    ))
+    .unwrap()
+    .gateway
+    .unwrap();
+    assert_eq!(list.address, "127.0.1.1:15443".parse().unwrap());
+    assert_eq!(list.replicas.len(), 2);
+    // Both: `address` must be one of `addresses` (the harness writes both).
+    let both = parse(&edit(
+        "address: 127.0.1.1:15443",
+        "address: 127.0.1.2:15443\n  addresses: ['127.0.1.1:15443', '127.0.1.2:15443']",
+    ))
+    .unwrap()
+    .gateway
+    .unwrap();
+    assert_eq!(both.address, "127.0.1.2:15443".parse().unwrap());
+    assert_eq!(both.replicas.len(), 2);
+    for (with, key) in [
+        (
+            "address: 127.0.1.3:15443\n  addresses: ['127.0.1.1:15443']",
+            "gateway.address: ",
+        ),
+        (
+            "addresses: ['127.0.1.1:15443', '127.0.1.1:15443']",
+            "gateway.addresses[1]: ",
+        ),
+        ("addresses: []", "gateway.address: "),
+    ] {
+        let e = err(&edit("address: 127.0.1.1:15443", with));
+        assert!(e.contains(key), "{with}: {e}");
+    }
 }

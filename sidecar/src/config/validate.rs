@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use trust_bundle::SpiffeId;
 
-use super::raw::{RawConfig, RawControlPlane, RawFailover, RawInbound, RawOutbound, RawService};
+use super::raw::{
+    RawConfig, RawControlPlane, RawFailover, RawGateway, RawInbound, RawOutbound, RawService,
+};
 use super::{
     first_duplicate, is_dns_label, AllowEntry, AllowList, AppProtocol, Config, ConfigError,
     ControlPlane, Endpoint, FailoverSettings, Gateway, Inbound, Locality, Outbound, Protocol,
@@ -30,7 +32,8 @@ pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Config
     let gateway = match &raw.gateway {
         None => None,
         Some(g) => Some(Gateway {
-            address: addr("gateway.address", &g.address)?,
+            address: gateway_replicas(g)?.0,
+            replicas: gateway_replicas(g)?.1,
             spiffe_id: spiffe_id("gateway.spiffe_id", &g.spiffe_id)?,
             keep_alive: positive_ms(
                 "gateway.keep_alive_ms",
@@ -603,6 +606,42 @@ fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
         key: key.into(),
         problem: problem.into(),
     }
+}
+
+/// `gateway.address` and `gateway.addresses`: at least one; without
+/// `addresses`, `address` is the only replica; with both, `address` must be
+/// one of `addresses`. Returns the address and every replica, no
+/// duplicates.
+fn gateway_replicas(g: &RawGateway) -> Result<(SocketAddr, Vec<SocketAddr>), ConfigError> {
+    let mut replicas = Vec::with_capacity(g.addresses.len());
+    for (i, a) in g.addresses.iter().enumerate() {
+        let key = format!("gateway.addresses[{i}]");
+        let a = addr(&key, a)?;
+        if replicas.contains(&a) {
+            return Err(invalid(key, "duplicate replica address"));
+        }
+        replicas.push(a);
+    }
+    if g.address.is_empty() {
+        return match replicas.first() {
+            Some(first) => Ok((*first, replicas)),
+            None => Err(invalid(
+                "gateway.address",
+                "required (or gateway.addresses)",
+            )),
+        };
+    }
+    let address = addr("gateway.address", &g.address)?;
+    if replicas.is_empty() {
+        return Ok((address, vec![address]));
+    }
+    if !replicas.contains(&address) {
+        return Err(invalid(
+            "gateway.address",
+            "must be one of gateway.addresses when both are given",
+        ));
+    }
+    Ok((address, replicas))
 }
 
 fn addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {

@@ -101,6 +101,7 @@ async fn transport(
                 Some(g) if g.address == *gateway_addr => g.clone(),
                 _ => Gateway {
                     address: *gateway_addr,
+                    replicas: vec![*gateway_addr],
                     spiffe_id: gateway_identity.clone(),
                     keep_alive: std::time::Duration::from_millis(
                         crate::config::DEFAULT_GATEWAY_KEEP_ALIVE_MS,

@@ -516,6 +516,7 @@ fn failover_values_are_checked_with_their_key() {
     assert!(e.starts_with("services[0].endpoints[0].weight:"), "{e}");
     let e = with("consecutive_5xx: 0", "consecutive_500s: 0");
     assert!(e.contains("consecutive_500s"), "{e}");
+}
 
 #[test]
 fn gateway_replicas_come_from_address_or_addresses() {

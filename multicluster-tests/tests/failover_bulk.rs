@@ -28,7 +28,8 @@
 //! TCP+TLS with the host's kernel BBR 11.5–22.1 MB/s (ratio 0.7, below
 //! 1.5×: BBR does not treat loss as congestion, on either transport).
 //! With the stock baseline (`tcp_congestion: cubic`, confirmed by `ss`):
-//! QUIC(bbr) 19.3 MB/s, TCP+TLS(cubic) 0.31 MB/s, ratio 63. Note what the
+//! QUIC(bbr) 15.6–19.3 MB/s, TCP+TLS(cubic) 0.30–0.31 MB/s, ratio 51–63
+//! (`tcp_congestion: bbr` instead: 20.1 MB/s). Note what the
 //! ratio mostly measures: cubic at 1 % loss and 50 ms RTT is held to about
 //! MSS/RTT·1.22/√p ≈ 0.35 MB/s per connection (Mathis et al.), on QUIC as
 //! on TCP (QUIC with cubic: 0.31 MB/s). The gap is the congestion

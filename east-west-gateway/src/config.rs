@@ -70,6 +70,9 @@ pub struct Config {
     pub admin: SocketAddr,
     /// TCP+TLS (HTTP/2 CONNECT) listener for peers, if any.
     pub tcp_listen: Option<SocketAddr>,
+    /// TCP congestion control (`TCP_CONGESTION`) of the TCP+TLS transport's
+    /// sockets, listener and outgoing; `None` = the kernel default.
+    pub tcp_congestion: Option<String>,
     /// Linked peers, by cluster name.
     pub peers: BTreeMap<String, PeerConfig>,
     /// Exports, by service key.
@@ -407,6 +410,18 @@ impl Validator<'_> {
             Some(s) => Some(self.socket_addr("tcp_listen", s)?),
             None => None,
         };
+        let tcp_congestion = match raw.tcp_congestion {
+            Some(name) if !is_congestion_name(&name) => {
+                return Err(self.err(
+                    "tcp_congestion",
+                    format!(
+                        "must be a kernel congestion control name \
+                         ([A-Za-z0-9_-], 1-{MAX_CONGESTION_NAME} bytes), e.g. cubic"
+                    ),
+                ))
+            }
+            name => name,
+        };
 
         let control_plane = match &raw.control_plane {
             None => None,
@@ -436,6 +451,7 @@ impl Validator<'_> {
             listen,
             admin,
             tcp_listen,
+            tcp_congestion,
             peers,
             exports,
             quic: self.quic(&raw.quic)?,
@@ -793,6 +809,20 @@ pub fn is_dns_label(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
+}
+
+/// Longest `tcp_congestion` name, bytes: the kernel's `TCP_CA_NAME_MAX`
+/// (16) less the NUL.
+pub const MAX_CONGESTION_NAME: usize = 15;
+
+/// Whether `s` can be a kernel TCP congestion control name (`cubic`,
+/// `bbr`, `reno`, ...): 1-15 bytes of `[A-Za-z0-9_-]`. Whether the kernel
+/// has it is only known when a socket is given it.
+pub fn is_congestion_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_CONGESTION_NAME
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// `ip:port`, `[v6]:port` or `host:port` with a DNS host name.

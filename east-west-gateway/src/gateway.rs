@@ -201,9 +201,8 @@ impl Gateway {
         })?;
         let tcp_listener = match config.tcp_listen {
             Some(addr) => {
-                let bind = |source| StartError::TcpListen(ListenError::Bind { addr, source });
-                let l = tokio::net::TcpListener::bind(addr).await.map_err(bind)?;
-                let bound = l.local_addr().map_err(bind)?;
+                let (l, bound) = tcp_tls::server::bind(addr, config.tcp_congestion.as_deref())
+                    .map_err(StartError::TcpListen)?;
                 let tls = tcp_tls::tls::server_config(
                     identity.source.clone(),
                     store.clone(),
@@ -437,6 +436,10 @@ impl Live {
             ("cluster", old.cluster != config.cluster),
             ("listen", old.listen != config.listen),
             ("tcp_listen", old.tcp_listen != config.tcp_listen),
+            (
+                "tcp_congestion",
+                old.tcp_congestion != config.tcp_congestion,
+            ),
             ("admin", old.admin != config.admin),
             (
                 "identity.spiffe_id",

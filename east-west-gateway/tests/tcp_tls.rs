@@ -183,8 +183,16 @@ async fn assert_refused(
     let (_stop, shutdown) = watch::channel(false);
     let timeout = Duration::from_secs(5);
     let tcp = gw.tcp_addr().unwrap();
-    let dialled =
-        H2Connection::dial(tcp, tls, settings, timeout, &Metrics::default(), shutdown).await;
+    let dialled = H2Connection::dial(
+        tcp,
+        tls,
+        settings,
+        None,
+        timeout,
+        &Metrics::default(),
+        shutdown,
+    )
+    .await;
     if let Ok(conn) = dialled {
         // TLS 1.3: the client may finish before the server refuses its
         // certificate; the connection must then end without a stream.

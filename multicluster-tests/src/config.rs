@@ -50,6 +50,10 @@ pub struct GatewayConfig {
     /// use `transport: tcp-tls`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp_listen: Option<SocketAddr>,
+    /// TCP congestion control of the TCP+TLS transport (e.g. `cubic`);
+    /// the kernel default if absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_congestion: Option<String>,
     /// Linked clusters.
     pub peers: Vec<Peer>,
     /// Services reachable through this gateway.

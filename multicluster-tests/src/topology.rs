@@ -67,6 +67,9 @@ pub struct Tuning {
     /// also gets a `tcp_listen` ([`Topology::gateway_tcp_listen`]) and
     /// every peer entry its `tcp_address`.
     pub peer_transport: Option<PeerTransport>,
+    /// Gateway `tcp_congestion` (the TCP+TLS transport's congestion
+    /// control, e.g. `cubic`); `None` leaves it out (the kernel default).
+    pub gateway_tcp_congestion: Option<String>,
     /// Static mode: the `failover` section of every sidecar `services[]`
     /// entry (as documented in `docs/reference/data-path-config.md`);
     /// `None` leaves it out.
@@ -99,6 +102,7 @@ impl Tuning {
             sidecar_timeouts: None,
             max_header_bytes: None,
             peer_transport: None,
+            gateway_tcp_congestion: None,
             service_failover: None,
             service_resilience: None,
         }
@@ -689,6 +693,7 @@ impl Topology {
                 listen: place.listen,
                 admin: place.admin,
                 tcp_listen: tcp_tls.then_some(place.tcp_listen),
+                tcp_congestion: self.tuning.gateway_tcp_congestion.clone(),
                 peers: Vec::new(),
                 exports: Vec::new(),
                 quic: self.tuning.gateway_quic.clone(),
@@ -743,6 +748,7 @@ impl Topology {
             listen: place.listen,
             admin: place.admin,
             tcp_listen: tcp_tls.then_some(place.tcp_listen),
+            tcp_congestion: self.tuning.gateway_tcp_congestion.clone(),
             peers,
             exports,
             quic: self.tuning.gateway_quic.clone(),

@@ -22,6 +22,11 @@ pub struct RawConfig {
     /// whose config reaches us with `transport: tcp-tls`; none if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_listen: Option<String>,
+    /// TCP congestion control of the TCP+TLS transport (`tcp_listen` and
+    /// connections to `tcp-tls` peers), e.g. `cubic`; the kernel default if
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_congestion: Option<String>,
     /// Linked peer clusters.
     #[serde(default)]
     pub peers: Vec<RawPeer>,

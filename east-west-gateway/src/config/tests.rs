@@ -477,3 +477,26 @@ fn dynamic_peers_and_exports_are_validated_like_the_file() {
     let e = c.with_dynamic(&[], &[export], "control plane").unwrap_err();
     assert!(e.to_string().contains("exports[0].exported_to[0]"), "{e}");
 }
+
+#[test]
+fn tcp_congestion_is_a_short_ascii_name_or_the_kernel_default() {
+    assert_eq!(parse(REFERENCE).unwrap().tcp_congestion, None);
+    let with =
+        |v: &str| REFERENCE.replace("tcp_listen:", &format!("tcp_congestion: {v}\ntcp_listen:"));
+    for name in ["cubic", "bbr", "reno", "tcp_lp", "h-tcp", "abcdefghijklmno"] {
+        assert_eq!(
+            parse(&with(name)).unwrap().tcp_congestion.as_deref(),
+            Some(name)
+        );
+    }
+    for bad in [
+        "''",
+        "'cu bic'",
+        "abcdefghijklmnop",
+        "'cubic\\0'",
+        "cubič",
+        "'a/b'",
+    ] {
+        assert_eq!(invalid_key(&with(bad)), "tcp_congestion", "{bad}");
+    }
+}

@@ -20,8 +20,8 @@ use crate::tcp_tls::{self, H2Settings};
 pub(super) enum Dialer {
     /// QUIC from the shared endpoint.
     Quic(quinn::ClientConfig),
-    /// HTTP/2 over TLS/TCP.
-    TcpTls(Arc<rustls::ClientConfig>, H2Settings),
+    /// HTTP/2 over TLS/TCP, with the `tcp_congestion` of the config.
+    TcpTls(Arc<rustls::ClientConfig>, H2Settings, Option<String>),
 }
 
 /// Why a peer's client config could not be built.
@@ -36,11 +36,13 @@ pub(super) enum DialerError {
 }
 
 impl Dialer {
-    /// The dialer for `peer`, which must present its configured identity.
+    /// The dialer for `peer`, which must present its configured identity;
+    /// `tcp_congestion` is the config key of that name.
     pub(super) fn new(
         ctx: &PoolContext,
         peer: &PeerConfig,
         quic: &QuicConfig,
+        tcp_congestion: Option<&str>,
     ) -> Result<Dialer, DialerError> {
         let hop = match &peer.spiffe_id {
             Some(id) => HopIdentity::Exact(id.clone()),
@@ -55,6 +57,7 @@ impl Dialer {
                 tcp_tls::tls::client_config(ctx.source.clone(), ctx.store.clone(), &hop)
                     .map_err(DialerError::Tls)?,
                 H2Settings::new(quic),
+                tcp_congestion.map(str::to_owned),
             ),
         })
     }
@@ -87,11 +90,12 @@ pub(super) async fn connect(
 ) -> Result<PeerConn, ConnectError> {
     let client = match dialer {
         Dialer::Quic(c) => c,
-        Dialer::TcpTls(tls, settings) => {
+        Dialer::TcpTls(tls, settings, congestion) => {
             return H2Connection::dial(
                 addr,
                 tls.clone(),
                 *settings,
+                congestion.as_deref(),
                 timeout,
                 &ctx.metrics,
                 ctx.shutdown.clone(),

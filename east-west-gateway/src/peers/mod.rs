@@ -200,6 +200,8 @@ impl PoolContext {
 struct PeerSettings {
     peer: PeerConfig,
     quic: QuicConfig,
+    /// `tcp_congestion`, for `tcp-tls` peers.
+    tcp_congestion: Option<String>,
     reconnect: ReconnectConfig,
     connect: Duration,
     /// A connection silent this long is declared lost: the larger of
@@ -281,6 +283,7 @@ impl PeerPool {
         let settings_of = |p: &PeerConfig| PeerSettings {
             peer: p.clone(),
             quic: config.quic.clone(),
+            tcp_congestion: config.tcp_congestion.clone(),
             reconnect: config.reconnect,
             connect: config.timeouts.connect,
             silence: config
@@ -459,7 +462,7 @@ async fn maintain(
     tx: watch::Sender<ReplicaConn>,
 ) {
     let cluster = s.peer.cluster.as_str();
-    let dialer = match Dialer::new(&ctx, &s.peer, &s.quic) {
+    let dialer = match Dialer::new(&ctx, &s.peer, &s.quic, s.tcp_congestion.as_deref()) {
         Ok(d) => d,
         Err(e) => {
             warn!(peer = cluster, error = %e, "cannot build the client config; peer disabled");

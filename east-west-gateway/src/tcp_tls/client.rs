@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http::{Method, Request, Uri};
 use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{watch, Notify};
 use tokio_rustls::TlsConnector;
 use tracing::debug;
@@ -33,6 +33,16 @@ pub enum DialError {
     /// The TCP connect failed.
     #[error("tcp connect")]
     Connect(#[source] std::io::Error),
+    /// `tcp_congestion` could not be set on the socket (an algorithm the
+    /// kernel lacks, or one not allowed without privilege).
+    #[error("cannot set tcp_congestion {name:?}")]
+    Congestion {
+        /// The `tcp_congestion` value.
+        name: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The TLS handshake failed (counted as a handshake failure).
     #[error("tls handshake")]
     Tls(#[source] std::io::Error),
@@ -61,6 +71,30 @@ pub enum OpenError {
     Send(#[source] h2::Error),
 }
 
+/// A TCP connection to `addr` with congestion control `congestion` (set
+/// before the SYN, so the whole connection runs it).
+///
+/// # Errors
+/// [`DialError::Congestion`], [`DialError::Connect`].
+pub async fn connect_tcp(
+    addr: SocketAddr,
+    congestion: Option<&str>,
+) -> Result<TcpStream, DialError> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(DialError::Connect)?;
+    if let Some(name) = congestion {
+        super::set_congestion(&socket, name).map_err(|source| DialError::Congestion {
+            name: name.to_owned(),
+            source,
+        })?;
+    }
+    socket.connect(addr).await.map_err(DialError::Connect)
+}
+
 /// A pooled HTTP/2 connection to a peer gateway; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct H2Connection {
@@ -74,23 +108,27 @@ pub struct H2Connection {
 }
 
 impl H2Connection {
-    /// Connects to `addr` (TCP_NODELAY), runs the TLS handshake with `tls`
-    /// and the HTTP/2 preface, all within `timeout`, and spawns the
-    /// connection's driver, which stops when `shutdown` turns true.
+    /// Connects to `addr` (TCP_NODELAY; congestion control `congestion`,
+    /// the `tcp_congestion` key, else the kernel default), runs the TLS
+    /// handshake with `tls` and the HTTP/2 preface, all within `timeout`,
+    /// and spawns the connection's driver, which stops when `shutdown`
+    /// turns true.
     ///
     /// # Errors
     /// [`DialError`]; a failed TLS handshake is also counted in `metrics`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn dial(
         addr: SocketAddr,
         tls: Arc<ClientConfig>,
         settings: H2Settings,
+        congestion: Option<&str>,
         timeout: Duration,
         metrics: &Metrics,
         shutdown: watch::Receiver<bool>,
     ) -> Result<H2Connection, DialError> {
         let received = Arc::new(AtomicU64::new(0));
         let dial = async {
-            let tcp = TcpStream::connect(addr).await.map_err(DialError::Connect)?;
+            let tcp = connect_tcp(addr, congestion).await?;
             let _ = tcp.set_nodelay(true);
             let tcp = Counting {
                 inner: tcp,

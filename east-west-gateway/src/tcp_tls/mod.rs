@@ -85,6 +85,31 @@ pub(crate) fn error_code(e: &h2::Error) -> u32 {
     }
 }
 
+/// `setsockopt(TCP_CONGESTION)` on `socket`: `name` (the `tcp_congestion`
+/// key) becomes its congestion control. On a listening socket every
+/// accepted connection inherits it.
+///
+/// # Errors
+/// The kernel's: `ENOENT` for an algorithm it does not have (or cannot
+/// load), `EPERM` for one not in `net.ipv4.tcp_allowed_congestion_control`
+/// without `CAP_NET_ADMIN`.
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+pub fn set_congestion<S>(socket: &S, name: &str) -> std::io::Result<()>
+where
+    S: std::os::fd::AsFd,
+{
+    socket2::SockRef::from(socket).set_tcp_congestion(name.as_bytes())
+}
+
+/// `TCP_CONGESTION` is not available on this platform.
+///
+/// # Errors
+/// Always [`std::io::ErrorKind::Unsupported`].
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+pub fn set_congestion<S>(_socket: &S, _name: &str) -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
 /// HTTP/2 settings of both ends, taken from the `quic` section so that the
 /// baseline gets the same flow-control budget as QUIC: fixed windows (no
 /// adaptive window), 64 KiB frames.

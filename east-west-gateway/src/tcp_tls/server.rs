@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use rustls::ServerConfig;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info_span, warn, Instrument};
@@ -42,6 +42,54 @@ pub enum ListenError {
         #[source]
         source: std::io::Error,
     },
+    /// `tcp_congestion` could not be set on the listening socket (an
+    /// algorithm the kernel lacks, or one not allowed without privilege).
+    #[error("cannot set tcp_congestion {name:?} on the tcp_listen socket {addr}")]
+    Congestion {
+        /// The `tcp_congestion` value.
+        name: String,
+        /// The `tcp_listen` address.
+        addr: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Backlog of the `tcp_listen` socket (as `TcpListener::bind`).
+const BACKLOG: u32 = 1024;
+
+/// Binds the `tcp_listen` socket at `addr` (SO_REUSEADDR, as
+/// `TcpListener::bind`), first giving it `congestion` (`tcp_congestion`),
+/// which every accepted connection inherits; `None` keeps the kernel
+/// default. Returns the listener and its bound address.
+///
+/// # Errors
+/// [`ListenError::Bind`], [`ListenError::Congestion`].
+pub fn bind(
+    addr: SocketAddr,
+    congestion: Option<&str>,
+) -> Result<(TcpListener, SocketAddr), ListenError> {
+    let bind_err = |source| ListenError::Bind { addr, source };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(bind_err)?;
+    if let Some(name) = congestion {
+        super::set_congestion(&socket, name).map_err(|source| ListenError::Congestion {
+            name: name.to_owned(),
+            addr,
+            source,
+        })?;
+    }
+    #[cfg(not(windows))]
+    socket.set_reuseaddr(true).map_err(bind_err)?;
+    socket.bind(addr).map_err(bind_err)?;
+    let listener = socket.listen(BACKLOG).map_err(bind_err)?;
+    let bound = listener.local_addr().map_err(bind_err)?;
+    Ok((listener, bound))
 }
 
 /// Pause after a failed `accept` (e.g. out of file descriptors), so the
@@ -161,5 +209,55 @@ fn handle(
     match respond.send_response(Response::new(()), false) {
         Ok(send) => spawn_stream(ctx, id, n, H2Write::new(send), recv, Listener::TcpTls),
         Err(e) => debug!(error = %e, "cannot answer a CONNECT"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn congestion_of(tcp: &TcpStream) -> String {
+        // The kernel's fixed-size buffer, NUL-padded.
+        let mut name = socket2::SockRef::from(tcp).tcp_congestion().unwrap();
+        name.truncate(name.iter().position(|&b| b == 0).unwrap_or(name.len()));
+        String::from_utf8(name).unwrap()
+    }
+
+    /// `reno` is always built in and always in
+    /// `net.ipv4.tcp_allowed_congestion_control`, so this also runs
+    /// unprivileged.
+    #[tokio::test]
+    async fn accepted_connections_inherit_the_listeners_congestion_control() {
+        let (listener, addr) = bind("127.0.0.1:0".parse().unwrap(), Some("reno")).unwrap();
+        assert_ne!(addr.port(), 0);
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (accepted, _) = accepted.unwrap();
+        assert_eq!(congestion_of(&accepted), "reno");
+        drop(client);
+
+        let (listener, addr) = bind("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let default = congestion_of(&client.unwrap());
+        assert_eq!(congestion_of(&accepted.unwrap().0), default);
+    }
+
+    #[tokio::test]
+    async fn dialled_connections_run_the_configured_congestion_control() {
+        use super::super::client::{connect_tcp, DialError};
+        let (listener, addr) = bind("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        let (client, accepted) = tokio::join!(connect_tcp(addr, Some("reno")), listener.accept());
+        assert_eq!(congestion_of(&client.unwrap()), "reno");
+        drop(accepted);
+        let err = connect_tcp(addr, Some("no-such-cc")).await.unwrap_err();
+        assert!(matches!(err, DialError::Congestion { .. }), "{err:?}");
+        assert_eq!(err.to_string(), "cannot set tcp_congestion \"no-such-cc\"");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_congestion_control_is_an_error_naming_the_key() {
+        let err = bind("127.0.0.1:0".parse().unwrap(), Some("no-such-cc")).unwrap_err();
+        assert!(matches!(err, ListenError::Congestion { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("tcp_congestion \"no-such-cc\""), "{msg}");
     }
 }

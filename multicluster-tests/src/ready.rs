@@ -142,7 +142,25 @@ pub fn wait_until_all(
 /// # Errors
 /// Connect, I/O or timeout, or an unparsable status line.
 pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    http_get_over(
+        TcpStream::connect_timeout(&addr, timeout)?,
+        addr,
+        path,
+        timeout,
+    )
+}
+
+/// [`http_get`] over a connection already open to `addr` (e.g. one opened
+/// inside a network namespace).
+///
+/// # Errors
+/// I/O or timeout, or an unparsable status line.
+pub fn http_get_over(
+    mut s: TcpStream,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String)> {
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
     write!(

@@ -13,7 +13,6 @@
 //! untouched.
 
 use std::ffi::OsStr;
-use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::Duration;
@@ -130,26 +129,7 @@ impl Site {
         path: &str,
         timeout: Duration,
     ) -> Result<(u16, String)> {
-        let mut s = self.connect(addr, timeout)?;
-        s.set_read_timeout(Some(timeout))?;
-        s.set_write_timeout(Some(timeout))?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).context("reading the response")?;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| anyhow!("no status line in {:?}", text.lines().next()))?;
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        Ok((status, body))
+        crate::ready::http_get_over(self.connect(addr, timeout)?, addr, path, timeout)
     }
 
     /// Waits until `GET <path>` on `addr` answers 200, failing early (with

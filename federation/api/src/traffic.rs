@@ -23,6 +23,7 @@
 //! Numbers travel as protobuf `NumberValue` (f64): integers up to 2^53 are
 //! exact, which covers every field here.
 
+use crate::xds_decode::{number_value as number, string_value as string};
 use envoy_types::pb::google::protobuf::{value::Kind, ListValue, Struct, Value};
 
 /// Cluster metadata filter carrying [`TrafficSettings`].
@@ -361,18 +362,6 @@ fn strings(s: &Struct, key: &str, parent: &str) -> Result<Option<Vec<String>>, T
             .collect::<Result<Vec<_>, _>>()
             .map(Some),
         Some(_) => Err(error(parent, key, "not a list")),
-    }
-}
-
-fn string(s: &str) -> Value {
-    Value {
-        kind: Some(Kind::StringValue(s.to_owned())),
-    }
-}
-
-fn number(n: f64) -> Value {
-    Value {
-        kind: Some(Kind::NumberValue(n)),
     }
 }
 

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use envoy_types::pb::envoy::config::core::v3::{address, socket_address, Metadata};
 use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint, LbEndpoint};
-use envoy_types::pb::google::protobuf::{value, Struct};
+use envoy_types::pb::google::protobuf::{value, Struct, Value};
 
 /// `HealthStatus.UNKNOWN` and `HEALTHY`: endpoints that may take traffic.
 pub fn is_usable(endpoint: &LbEndpoint) -> bool {
@@ -123,19 +123,27 @@ pub fn string_list_field(s: &Struct, key: &str) -> Result<Vec<String>, String> {
     }
 }
 
+/// A `google.protobuf.Value` holding the string `s` (metadata builders).
+pub fn string_value(s: &str) -> Value {
+    Value {
+        kind: Some(value::Kind::StringValue(s.to_owned())),
+    }
+}
+
+/// A `google.protobuf.Value` holding the number `n` (metadata builders;
+/// protobuf's JSON numbers are `f64`).
+pub fn number_value(n: f64) -> Value {
+    Value {
+        kind: Some(value::Kind::NumberValue(n)),
+    }
+}
+
 /// Builders for tests and fakes: a metadata struct of string fields.
 pub fn string_struct<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> Struct {
     Struct {
         fields: fields
             .into_iter()
-            .map(|(k, v)| {
-                (
-                    k.to_owned(),
-                    envoy_types::pb::google::protobuf::Value {
-                        kind: Some(value::Kind::StringValue(v.to_owned())),
-                    },
-                )
-            })
+            .map(|(k, v)| (k.to_owned(), string_value(v)))
             .collect(),
     }
 }

@@ -215,14 +215,7 @@ async fn resilient(
     req: Request<Incoming>,
     attempts: &AtomicU32,
 ) -> Result<Response<Body>, ProxyError> {
-    let policy = snapshot
-        .config
-        .service(&entry.service, entry.port)
-        .map(|s| s.resilience.clone())
-        .unwrap_or_default();
-    let state = shared
-        .resilience
-        .service(&entry.service, entry.port, &policy);
+    let (policy, state) = shared.resilience.for_outbound(&snapshot.config, entry);
     let slot = state
         .circuit
         .request(&policy.circuit_breaker)

@@ -62,14 +62,7 @@ pub async fn serve(
             return;
         }
     };
-    let policy = snapshot
-        .config
-        .service(&entry.service, entry.port)
-        .map(|s| s.resilience.clone())
-        .unwrap_or_default();
-    let state = shared
-        .resilience
-        .service(&entry.service, entry.port, &policy);
+    let (policy, state) = shared.resilience.for_outbound(&snapshot.config, entry);
     let _slot = match state.circuit.connection(&policy.circuit_breaker) {
         Ok(g) => g,
         Err(limit) => {

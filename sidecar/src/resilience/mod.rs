@@ -182,6 +182,21 @@ impl ResilienceState {
         }
     }
 
+    /// The policy in force for `outbound`'s service in `config` (the
+    /// defaults for a service the catalog does not hold) and its state.
+    pub fn for_outbound(
+        &self,
+        config: &crate::config::Config,
+        outbound: &crate::config::Outbound,
+    ) -> (Resilience, Arc<ServiceState>) {
+        let policy = config
+            .service(&outbound.service, outbound.port)
+            .map(|s| s.resilience.clone())
+            .unwrap_or_default();
+        let state = self.service(&outbound.service, outbound.port, &policy);
+        (policy, state)
+    }
+
     /// The state of `service:port` under `policy`: created on first use,
     /// its budget replaced when `policy.retries.budget` changed.
     pub fn service(

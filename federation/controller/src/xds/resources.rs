@@ -7,6 +7,7 @@
 //! maps are hash maps), so the hash stands in for the resource's content and
 //! is its delta `version`.
 
+use mesh_api::xds_decode::{number_value as number, string_value as string};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Debug, Write as _};
 use std::net::{IpAddr, SocketAddr};
@@ -285,18 +286,6 @@ fn ads() -> ConfigSource {
         )),
         resource_api_version: ApiVersion::V3 as i32,
         ..Default::default()
-    }
-}
-
-fn string(s: &str) -> Value {
-    Value {
-        kind: Some(Kind::StringValue(s.to_owned())),
-    }
-}
-
-fn number(n: f64) -> Value {
-    Value {
-        kind: Some(Kind::NumberValue(n)),
     }
 }
 

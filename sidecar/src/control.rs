@@ -14,31 +14,23 @@
 //! - registration: `Register` every lease/3, `Deregister` on drain.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_api::ads_client::{AdsClient, AdsConfig, AdsSnapshot, Subscriptions, Validator};
+use mesh_api::ads_client::{AdsClient, AdsConfig, Subscriptions, Validator};
 use mesh_api::envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use mesh_api::envoy_types::pb::envoy::config::core::v3::{Locality as XdsLocality, Node};
-use mesh_api::envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LbEndpoint};
-use mesh_api::envoy_types::pb::google::protobuf::{
-    value, Duration as ProtoDuration, Struct, UInt32Value, Value,
-};
+use mesh_api::envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use mesh_api::envoy_types::pb::google::protobuf::{value, Struct, Value};
 use mesh_api::identity::{RegisterRequest, WorkloadPort};
 use mesh_api::identity_client::{register_interval, BootstrapConfig, Bootstrapped, IdentityClient};
 use mesh_api::transport::Target;
-use mesh_api::xds::{self, CLUSTER_TYPE, ENDPOINT_TYPE, IDENTITY_METADATA, TUNNEL_METADATA};
-use mesh_api::xds_decode;
+use mesh_api::xds::{self, CLUSTER_TYPE, ENDPOINT_TYPE};
 use prost::Message;
 use tokio::sync::watch;
-use trust_bundle::{SpiffeId, SvidSource};
+use trust_bundle::SvidSource;
 
-use mesh_failover::Health;
-
-use crate::config::{
-    Config, ControlPlane, Endpoint, FailoverSettings, Locality, Remote, Service, ServiceKey,
-};
+use crate::config::{Config, ControlPlane};
 
 mod catalog;
 
@@ -233,9 +225,14 @@ mod tests {
     use mesh_api::envoy_types::pb::envoy::config::endpoint::v3::{
         lb_endpoint, Endpoint as XdsEndpoint, LbEndpoint, LocalityLbEndpoints,
     };
+    use mesh_api::envoy_types::pb::google::protobuf::{Duration as ProtoDuration, UInt32Value};
+    use mesh_api::xds::{IDENTITY_METADATA, TUNNEL_METADATA};
     use mesh_api::xds_decode::string_struct;
+    use mesh_failover::Health;
+    use std::net::SocketAddr;
 
     use super::*;
+    use crate::config::FailoverSettings;
 
     fn lb(addr: &str, metadata: Vec<(&str, Struct)>, health: i32) -> LbEndpoint {
         let sa: SocketAddr = addr.parse().unwrap();

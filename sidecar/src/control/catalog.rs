@@ -3,33 +3,23 @@
 //! resources become lowercase errors with the field path, which the ADS
 //! validator NACKs).
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_api::ads_client::{AdsClient, AdsConfig, AdsSnapshot, Subscriptions, Validator};
+use mesh_api::ads_client::AdsSnapshot;
 use mesh_api::envoy_types::pb::envoy::config::cluster::v3::Cluster;
-use mesh_api::envoy_types::pb::envoy::config::core::v3::{Locality as XdsLocality, Node};
+use mesh_api::envoy_types::pb::envoy::config::core::v3::Locality as XdsLocality;
 use mesh_api::envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LbEndpoint};
 use mesh_api::envoy_types::pb::google::protobuf::{
-    value, Duration as ProtoDuration, Struct, UInt32Value, Value,
+    value, Duration as ProtoDuration, Struct, UInt32Value,
 };
-use mesh_api::identity::{RegisterRequest, WorkloadPort};
-use mesh_api::identity_client::{register_interval, BootstrapConfig, Bootstrapped, IdentityClient};
-use mesh_api::transport::Target;
 use mesh_api::xds::{self, CLUSTER_TYPE, ENDPOINT_TYPE, IDENTITY_METADATA, TUNNEL_METADATA};
 use mesh_api::xds_decode;
-use prost::Message;
-use tokio::sync::watch;
-use trust_bundle::{SpiffeId, SvidSource};
+use trust_bundle::SpiffeId;
 
 use mesh_failover::Health;
 
-use crate::config::{
-    Config, ControlPlane, Endpoint, FailoverSettings, Locality, Remote, Service, ServiceKey,
-};
-
+use crate::config::{Config, Endpoint, FailoverSettings, Locality, Remote, Service, ServiceKey};
 
 /// The `services` of `config` built from accepted xDS resources: one entry
 /// per outbound (service, port) whose cluster the last CDS response holds,

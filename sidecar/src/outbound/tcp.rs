@@ -62,7 +62,7 @@ pub async fn serve(
             return;
         }
     };
-    let (policy, state) = shared.resilience.for_outbound(&snapshot.config, entry);
+    let (policy, state) = shared.resilience.for_outbound(&snapshot.config, &entry);
     let _slot = match state.circuit.connection(&policy.circuit_breaker) {
         Ok(g) => g,
         Err(limit) => {

@@ -57,10 +57,7 @@ pub(super) fn run(args: DemoAppArgs) -> ExitCode {
         return code;
     }
     super::init_logs("info");
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::current_thread_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the runtime");

@@ -21,10 +21,7 @@ pub(crate) struct DevDownArgs {
 pub(super) fn run(args: DevDownArgs) -> ExitCode {
     super::init_logs("warn");
     let mut console = Console::stdout();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::current_thread_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             console.fail(&format!("cannot start the runtime: {e}"));

@@ -30,10 +30,7 @@ pub(crate) struct DevUpArgs {
 pub(super) fn run(args: DevUpArgs) -> ExitCode {
     super::init_logs("warn");
     let mut console = Console::stdout();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::current_thread_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             console.fail(&format!("cannot start the runtime: {e}"));

@@ -161,10 +161,8 @@ where
 
 /// Runs a command that talks to controllers, on a current-thread runtime.
 fn run_api(command: Command, top: &Target, console: &mut Console) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| anyhow::anyhow!("cannot start the runtime: {e}"))?;
+    let runtime =
+        current_thread_runtime().map_err(|e| anyhow::anyhow!("cannot start the runtime: {e}"))?;
     match command {
         Command::Apply(mut args) => {
             args.target.inherit(top);
@@ -350,6 +348,14 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     Ok(Duration::from_secs(total))
+}
+
+/// The current-thread runtime every subcommand runs on (children are spawned
+/// from the main thread, so their parent-death signal follows meshctl).
+pub(crate) fn current_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `default_filter`).

@@ -145,7 +145,7 @@ pub struct ServiceState {
 /// reloads (a changed budget config gets a fresh budget).
 #[derive(Debug, Default)]
 pub struct ResilienceState {
-    services: Mutex<HashMap<(ServiceKey, u16), Arc<ServiceState>>>,
+    services: Mutex<HashMap<ServiceKey, HashMap<u16, Arc<ServiceState>>>>,
     /// The metric families.
     pub metrics: ResilienceMetrics,
 }
@@ -206,21 +206,22 @@ impl ResilienceState {
         policy: &Resilience,
     ) -> Arc<ServiceState> {
         let mut map = self.services.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (service.clone(), port);
-        if let Some(s) = map.get(&key) {
+        // The hit path (every request) borrows the key: no allocation.
+        let known = map.get(service).and_then(|ports| ports.get(&port));
+        if let Some(s) = known {
             if *s.budget.config() == policy.retries.budget {
                 return s.clone();
             }
         }
-        let circuit = map
-            .get(&key)
-            .map_or_else(Circuit::default, |s| s.circuit.clone());
+        let circuit = known.map_or_else(Circuit::default, |s| s.circuit.clone());
         let state = Arc::new(ServiceState {
             label: service.to_string(),
             budget: budget::RetryBudget::new(policy.retries.budget),
             circuit,
         });
-        map.insert(key, state.clone());
+        map.entry(service.clone())
+            .or_default()
+            .insert(port, state.clone());
         state
     }
 
